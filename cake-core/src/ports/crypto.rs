@@ -1,0 +1,31 @@
+use secrecy::SecretString;
+
+use crate::Result;
+
+/// Encrypts secrets at rest (AES-256-GCM in `cake-adapters::crypto`); the key id travels with
+/// the ciphertext so keys can rotate.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+pub trait SecretCipher: Send + Sync {
+    /// Encrypts.
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// Decrypts and authenticates.
+    fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// Hashes passwords (argon2id).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+pub trait PasswordHasher: Send + Sync {
+    /// Hashes a password into a PHC string.
+    fn hash(&self, password: &SecretString) -> Result<String>;
+    /// Checks a password against a PHC string.
+    fn verify(&self, password: &SecretString, hash: &str) -> bool;
+}
+
+/// Makes and digests bearer secrets: browser-session tokens, API tokens, runtime passwords.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+pub trait TokenGenerator: Send + Sync {
+    /// A fresh random secret (at least 256 bits, URL-safe).
+    fn generate(&self) -> SecretString;
+    /// The digest under which a token is stored and looked up.
+    fn digest(&self, token: &str) -> Vec<u8>;
+}

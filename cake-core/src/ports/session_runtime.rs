@@ -1,0 +1,65 @@
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use secrecy::SecretString;
+
+use crate::Result;
+use crate::session::SessionId;
+
+/// What a runtime needs to start one session's OpenCode server.
+#[derive(Debug, Clone)]
+pub struct RuntimeSpec {
+    /// The session.
+    pub session_id: SessionId,
+    /// `OPENCODE_CONFIG_CONTENT`: the OpenCode config, secrets only as `{env:…}` references.
+    pub opencode_config: String,
+    /// Secret env vars the config references (provider keys).
+    pub env: Vec<(String, SecretString)>,
+    /// `OPENCODE_SERVER_PASSWORD`: the per-session Basic-auth password.
+    pub password: SecretString,
+    /// The handle of a previous runtime of this session (after a control-plane restart), so
+    /// the adapter can reuse its work dir and OpenCode history.
+    pub previous: Option<serde_json::Value>,
+}
+
+/// Where and how to reach a running OpenCode server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base URL, e.g. `http://127.0.0.1:43121` or `http://10.0.3.7:4096`.
+    pub base_url: String,
+    /// Basic-auth user name (`opencode`).
+    pub username: String,
+    /// Basic-auth password.
+    pub password: SecretString,
+}
+
+/// Something that happened to a runtime outside any request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The runtime stopped on its own (process died, pod vanished, …).
+    Failed {
+        /// Whose.
+        session_id: SessionId,
+        /// A reason a person understands.
+        reason: String,
+    },
+}
+
+/// Runs data planes: one isolated OpenCode server per session (a local child process, a
+/// Kubernetes pod, or whatever an embedding application brings).
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait SessionRuntime: Send + Sync {
+    /// Starts the runtime and returns its handle (persisted by the caller) as soon as it
+    /// exists; OpenCode may still be booting. Idempotent for the same session.
+    async fn provision(&self, spec: RuntimeSpec) -> Result<serde_json::Value>;
+    /// Waits until OpenCode answers and returns how to reach it, or fails with a reason.
+    async fn wait_ready(&self, handle: &serde_json::Value) -> Result<Endpoint>;
+    /// How to reach a running runtime, or `None` if it is not running.
+    async fn endpoint(&self, handle: &serde_json::Value) -> Result<Option<Endpoint>>;
+    /// Stops the runtime and removes everything it owns. Idempotent.
+    async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()>;
+    /// Runtime failures as they happen; the service turns them into `failed` sessions.
+    fn events(&self) -> BoxStream<'static, RuntimeEvent>;
+    /// Whether the runtime backend answers (for `/readyz`).
+    async fn health(&self) -> Result<()>;
+}

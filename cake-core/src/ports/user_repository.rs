@@ -1,0 +1,30 @@
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::user::{Email, Role, User, UserId, UserName};
+
+/// A user about to be created.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Unique email.
+    pub email: Email,
+    /// Display name.
+    pub name: UserName,
+    /// Role unless this is the installation's first user, who is always an admin.
+    pub role: Role,
+    /// argon2id hash (PHC string), if the user signs in with a password.
+    pub password_hash: Option<String>,
+}
+
+/// Stores users.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Creates a user. The first user of an empty installation becomes an admin, atomically.
+    /// Fails with `Conflict { code: "email_taken" }` when the email exists.
+    async fn create(&self, user: NewUser) -> Result<User>;
+    /// Finds a user and their password hash by email.
+    async fn find_by_email(&self, email: &Email) -> Result<Option<(User, Option<String>)>>;
+    /// Gets a user by id.
+    async fn get(&self, id: UserId) -> Result<Option<User>>;
+}

@@ -1,0 +1,10 @@
+//! Application services: the use cases. Each asks the policy first and only then calls a
+//! port, so a denied request never reaches the runtime or the data plane.
+
+mod auth;
+mod providers;
+mod sessions;
+
+pub use auth::{AuthConfig, AuthService, SignedIn};
+pub use providers::ProviderService;
+pub use sessions::{CreateSession, SessionDeps, SessionService};

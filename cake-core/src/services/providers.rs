@@ -1,0 +1,121 @@
+use std::sync::Arc;
+
+use crate::ports::{ProviderRepository, SecretCipher};
+use crate::provider::ProviderSettings;
+use crate::user::Actor;
+use crate::{Result, policy};
+
+/// Admin-managed model providers (DESIGN.md, "Model providers"): stored encrypted, shown masked.
+#[derive(Clone)]
+pub struct ProviderService {
+    repo: Arc<dyn ProviderRepository>,
+    cipher: Arc<dyn SecretCipher>,
+}
+
+impl ProviderService {
+    /// Wires the service.
+    pub fn new(repo: Arc<dyn ProviderRepository>, cipher: Arc<dyn SecretCipher>) -> Self {
+        Self { repo, cipher }
+    }
+
+    /// The settings as an admin sees them: every secret masked. `None` if never configured.
+    pub async fn get(&self, actor: Option<&Actor>) -> Result<Option<ProviderSettings>> {
+        policy::can_administer(actor)?;
+        Ok(self.current().await?.map(|s| s.masked()))
+    }
+
+    /// Replaces the settings. Masked secrets keep their stored values; the input is validated
+    /// before anything is stored, so a bad request changes nothing.
+    pub async fn put(&self, actor: Option<&Actor>, mut settings: ProviderSettings) -> Result<ProviderSettings> {
+        policy::can_administer(actor)?;
+        let previous = self.current().await?;
+        settings.restore_secrets(previous.as_ref())?;
+        settings.validate()?;
+        let ciphertext = self.cipher.encrypt(&settings.to_plaintext())?;
+        self.repo.save(ciphertext).await?;
+        Ok(settings.masked())
+    }
+
+    /// The settings with secrets in clear, for building a session's runtime. Never hand this
+    /// to a client.
+    pub async fn current(&self) -> Result<Option<ProviderSettings>> {
+        match self.repo.load().await? {
+            None => Ok(None),
+            Some(ct) => Ok(Some(ProviderSettings::from_plaintext(&self.cipher.decrypt(&ct)?)?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CoreError;
+    use crate::ports::{MockProviderRepository, MockSecretCipher};
+    use crate::user::{Role, UserId};
+    use serde_json::json;
+
+    fn admin() -> Actor {
+        Actor { id: UserId(uuid::Uuid::nil()), role: Role::Admin }
+    }
+
+    fn identity_cipher() -> MockSecretCipher {
+        let mut c = MockSecretCipher::new();
+        c.expect_encrypt().returning(|p| Ok(p.to_vec()));
+        c.expect_decrypt().returning(|p| Ok(p.to_vec()));
+        c
+    }
+
+    #[test]
+    fn members_cannot_touch_providers_and_nothing_is_read() {
+        let mut repo = MockProviderRepository::new();
+        repo.expect_load().times(0);
+        repo.expect_save().times(0);
+        let svc = ProviderService::new(Arc::new(repo), Arc::new(identity_cipher()));
+        let member = Actor { id: UserId(uuid::Uuid::nil()), role: Role::Member };
+        let s: ProviderSettings = serde_json::from_value(json!({
+            "providers": {"p": {"options": {"apiKey": "k"}}}, "defaultModel": "p/m"
+        }))
+        .unwrap();
+        assert!(matches!(futures::executor::block_on(svc.get(Some(&member))), Err(CoreError::Forbidden(_))));
+        assert!(matches!(futures::executor::block_on(svc.put(Some(&member), s)), Err(CoreError::Forbidden(_))));
+    }
+
+    #[test]
+    fn invalid_settings_are_never_saved() {
+        let mut repo = MockProviderRepository::new();
+        repo.expect_load().returning(|| Ok(None));
+        repo.expect_save().times(0);
+        let svc = ProviderService::new(Arc::new(repo), Arc::new(identity_cipher()));
+        let s: ProviderSettings = serde_json::from_value(json!({
+            "providers": {"p": {"options": {"apiKey": "k"}, "models": {"m": {}}}}, "defaultModel": "p/x"
+        }))
+        .unwrap();
+        assert!(matches!(
+            futures::executor::block_on(svc.put(Some(&admin()), s)),
+            Err(CoreError::InvalidInput { field: "defaultModel", .. })
+        ));
+    }
+
+    #[test]
+    fn saved_settings_are_encrypted_and_returned_masked() {
+        let mut repo = MockProviderRepository::new();
+        repo.expect_load().returning(|| Ok(None));
+        repo.expect_save()
+            .withf(|ct| ct.starts_with(b"ENC:") && !String::from_utf8_lossy(ct).contains("sk-live"))
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut cipher = MockSecretCipher::new();
+        cipher.expect_encrypt().returning(|p| {
+            let mut out = b"ENC:".to_vec();
+            out.extend(p.iter().map(|b| b ^ 0x55));
+            Ok(out)
+        });
+        let svc = ProviderService::new(Arc::new(repo), Arc::new(cipher));
+        let s: ProviderSettings = serde_json::from_value(json!({
+            "providers": {"p": {"options": {"apiKey": "sk-live"}}}, "defaultModel": "p/m"
+        }))
+        .unwrap();
+        let shown = futures::executor::block_on(svc.put(Some(&admin()), s)).unwrap();
+        assert_eq!(shown.providers["p"]["options"]["apiKey"], crate::provider::SECRET_MASK);
+    }
+}

@@ -1,0 +1,558 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use futures::future::{AbortHandle, Abortable};
+use serde_json::Value;
+
+use crate::error::Resource;
+use crate::events::{FrameData, event_type, opencode_session_of};
+use crate::ports::{
+    DataPlane, Endpoint, EventHub, IdGenerator, NewSession, RuntimeEvent, RuntimeSpec, SessionRepository,
+    SessionRuntime, SessionUpdate, Spawner, Subscription, TokenGenerator,
+};
+use crate::policy::{self, Action};
+use crate::session::{
+    Activity, Cursor, Limit, ListFilter, Page, PermissionId, PermissionReply, PromptText, Session, SessionId,
+    Status, Title, Visibility,
+};
+use crate::user::Actor;
+use crate::{CoreError, Result};
+
+use super::ProviderService;
+
+/// Everything [`SessionService`] talks to.
+#[derive(Clone)]
+pub struct SessionDeps {
+    /// Durable session state.
+    pub sessions: Arc<dyn SessionRepository>,
+    /// Model providers, for each session's OpenCode config.
+    pub providers: ProviderService,
+    /// Where data planes run.
+    pub runtime: Arc<dyn SessionRuntime>,
+    /// How to talk to a data plane.
+    pub data_plane: Arc<dyn DataPlane>,
+    /// Fan-out of frames to observers.
+    pub hub: Arc<dyn EventHub>,
+    /// Per-session passwords.
+    pub tokens: Arc<dyn TokenGenerator>,
+    /// Session ids.
+    pub ids: Arc<dyn IdGenerator>,
+    /// Background work.
+    pub spawner: Arc<dyn Spawner>,
+}
+
+/// A request to create a session (Cake's body: `{title, private, initialUserPrompt}`).
+#[derive(Debug, Clone)]
+pub struct CreateSession {
+    /// Optional title.
+    pub title: Option<String>,
+    /// Who can see it.
+    pub visibility: Visibility,
+    /// A first prompt, sent as soon as OpenCode is ready.
+    pub initial_prompt: Option<String>,
+}
+
+/// A ready session's connection, cached so requests need no database round trip for it.
+#[derive(Clone)]
+struct Live {
+    endpoint: Endpoint,
+    opencode_session: String,
+}
+
+struct Inner {
+    deps: SessionDeps,
+    live: Mutex<HashMap<SessionId, Live>>,
+    pumps: Mutex<HashMap<SessionId, AbortHandle>>,
+}
+
+/// The session use cases of DESIGN.md: create, list, get, update, delete, prompt, abort,
+/// reply to a permission, observe; plus the background work that provisions runtimes, relays
+/// their events and reacts to their failures.
+///
+/// Every method that acts for a user asks [`policy::decide`] before it touches a port.
+#[derive(Clone)]
+pub struct SessionService {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn not_ready(session: &Session) -> CoreError {
+    let detail = match (session.status, &session.status_reason) {
+        (Status::Failed, Some(r)) => format!("the session failed: {r}"),
+        (status, _) => format!("the session is {}; wait until it is ready", status.as_str()),
+    };
+    CoreError::Conflict { code: "session_not_ready", message: detail }
+}
+
+impl SessionService {
+    /// Wires the service.
+    pub fn new(deps: SessionDeps) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                live: Mutex::new(HashMap::new()),
+                pumps: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn deps(&self) -> &SessionDeps {
+        &self.inner.deps
+    }
+
+    /// Loads a session and checks `action` against the policy.
+    async fn authorize(&self, actor: Option<&Actor>, id: SessionId, action: Action) -> Result<Session> {
+        policy::signed_in(actor)?;
+        let session = self
+            .deps()
+            .sessions
+            .get(id)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Session))?;
+        policy::decide(actor, session.owner.id, session.visibility, action).into_result()?;
+        Ok(session)
+    }
+
+    /// Creates a session and starts its runtime in the background; returns at once with status
+    /// `provisioning`. Refused with `no_provider` while no model provider is configured.
+    pub async fn create(&self, actor: Option<&Actor>, req: CreateSession) -> Result<Session> {
+        let actor = policy::signed_in(actor)?;
+        let title = Title::parse_optional(req.title.as_deref())?;
+        let prompt = req
+            .initial_prompt
+            .as_deref()
+            .map(|p| PromptText::parse("initialUserPrompt", p))
+            .transpose()?;
+        if self.deps().providers.current().await?.is_none() {
+            return Err(CoreError::Conflict {
+                code: "no_provider",
+                message: "no model provider is configured; an admin must add one (PUT /api/admin/providers)".into(),
+            });
+        }
+        let session = self
+            .deps()
+            .sessions
+            .create(NewSession {
+                id: SessionId(self.deps().ids.new_id()),
+                owner: actor.id,
+                title,
+                visibility: req.visibility,
+                pending_prompt: prompt.map(|p| p.as_ref().to_owned()),
+            })
+            .await?;
+        self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
+        self.spawn_start(session.id);
+        Ok(session)
+    }
+
+    /// Lists the sessions the actor may see, newest first.
+    pub async fn list(
+        &self,
+        actor: Option<&Actor>,
+        filter: ListFilter,
+        limit: Limit,
+        cursor: Option<Cursor>,
+    ) -> Result<Page> {
+        let actor = policy::signed_in(actor)?;
+        self.deps().sessions.list_visible(actor.id, filter, limit, cursor).await
+    }
+
+    /// Gets one session.
+    pub async fn get(&self, actor: Option<&Actor>, id: SessionId) -> Result<Session> {
+        self.authorize(actor, id, Action::View).await
+    }
+
+    /// Changes title and/or visibility (owner only).
+    pub async fn update(
+        &self,
+        actor: Option<&Actor>,
+        id: SessionId,
+        title: Option<String>,
+        private: Option<bool>,
+    ) -> Result<Session> {
+        let session = self.authorize(actor, id, Action::Write).await?;
+        let update = SessionUpdate {
+            title: title.as_deref().map(Title::parse).transpose()?,
+            visibility: private.map(Visibility::from_private),
+            ..Default::default()
+        };
+        if update.title.is_none() && update.visibility.is_none() {
+            return Ok(session);
+        }
+        let updated = self.deps().sessions.update(id, session.version, update).await?;
+        self.publish_status(&updated);
+        Ok(updated)
+    }
+
+    /// Deletes a session (owner only): the runtime is torn down, then the session is gone.
+    pub async fn delete(&self, actor: Option<&Actor>, id: SessionId) -> Result<()> {
+        let session = self.authorize(actor, id, Action::Delete).await?;
+        self.tear_down(session).await
+    }
+
+    async fn tear_down(&self, session: Session) -> Result<()> {
+        let id = session.id;
+        session.status.transition(Status::Deleting)?;
+        let deleting = if session.status == Status::Deleting {
+            session
+        } else {
+            let update = SessionUpdate { status: Some(Status::Deleting), ..Default::default() };
+            self.deps().sessions.update(id, session.version, update).await?
+        };
+        self.publish_status(&deleting);
+        self.forget(id);
+        let handle = self.deps().sessions.runtime_state(id).await?.and_then(|r| r.handle);
+        self.deps().runtime.teardown(id, handle).await?;
+        self.deps().sessions.delete(id).await?;
+        self.deps().hub.close(id);
+        Ok(())
+    }
+
+    async fn live(&self, session: &Session) -> Result<Live> {
+        if session.status != Status::Ready {
+            return Err(not_ready(session));
+        }
+        if let Some(live) = lock(&self.inner.live).get(&session.id).cloned() {
+            return Ok(live);
+        }
+        // Another replica made it ready: look the runtime up.
+        let state = self.deps().sessions.runtime_state(session.id).await?.unwrap_or_default();
+        let (Some(handle), Some(oc)) = (state.handle, state.opencode_session_id) else {
+            return Err(not_ready(session));
+        };
+        let endpoint = self.deps().runtime.endpoint(&handle).await?.ok_or_else(|| not_ready(session))?;
+        let live = Live { endpoint, opencode_session: oc };
+        lock(&self.inner.live).insert(session.id, live.clone());
+        Ok(live)
+    }
+
+    /// Sends a prompt (owner only); the answer arrives as events.
+    pub async fn send_prompt(&self, actor: Option<&Actor>, id: SessionId, text: &str) -> Result<()> {
+        let text = PromptText::parse("text", text)?;
+        let session = self.authorize(actor, id, Action::Write).await?;
+        let live = self.live(&session).await?;
+        self.deps().data_plane.prompt(&live.endpoint, &live.opencode_session, text.as_ref()).await
+    }
+
+    /// Aborts the running prompt (owner only).
+    pub async fn abort(&self, actor: Option<&Actor>, id: SessionId) -> Result<()> {
+        let session = self.authorize(actor, id, Action::Write).await?;
+        let live = self.live(&session).await?;
+        self.deps().data_plane.abort(&live.endpoint, &live.opencode_session).await
+    }
+
+    /// Answers an OpenCode permission request (owner only).
+    pub async fn reply_permission(
+        &self,
+        actor: Option<&Actor>,
+        id: SessionId,
+        permission: &str,
+        reply: PermissionReply,
+    ) -> Result<()> {
+        let permission = PermissionId::parse(permission)?;
+        let session = self.authorize(actor, id, Action::Write).await?;
+        let live = self.live(&session).await?;
+        self.deps().data_plane.reply_permission(&live.endpoint, &permission, reply).await
+    }
+
+    /// The transcript, exactly as OpenCode returns it (anyone who may see the session).
+    pub async fn messages(&self, actor: Option<&Actor>, id: SessionId) -> Result<Value> {
+        let session = self.authorize(actor, id, Action::View).await?;
+        let live = self.live(&session).await?;
+        self.deps().data_plane.messages(&live.endpoint, &live.opencode_session).await
+    }
+
+    /// Subscribes to a session's frames (anyone who may see it), resuming after
+    /// `last_event_id` when the buffer still holds it.
+    pub async fn observe(
+        &self,
+        actor: Option<&Actor>,
+        id: SessionId,
+        last_event_id: Option<u64>,
+    ) -> Result<(Session, Subscription)> {
+        let session = self.authorize(actor, id, Action::View).await?;
+        Ok((session, self.deps().hub.subscribe(id, last_event_id)))
+    }
+
+    /// The endpoint behind the raw OpenCode pass-through: observers may read, the owner may
+    /// also write. The caller (the HTTP relay) filters which OpenCode routes exist at all.
+    pub async fn passthrough(&self, actor: Option<&Actor>, id: SessionId, write: bool) -> Result<(Endpoint, String)> {
+        let action = if write { Action::Write } else { Action::View };
+        let session = self.authorize(actor, id, action).await?;
+        let live = self.live(&session).await?;
+        Ok((live.endpoint, live.opencode_session))
+    }
+
+    /// Whether the runtime backend answers (for `/readyz`).
+    pub async fn runtime_health(&self) -> Result<()> {
+        self.deps().runtime.health().await
+    }
+
+    fn publish_status(&self, session: &Session) {
+        self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
+    }
+
+    fn forget(&self, id: SessionId) {
+        lock(&self.inner.live).remove(&id);
+        if let Some(handle) = lock(&self.inner.pumps).remove(&id) {
+            handle.abort();
+        }
+    }
+
+    fn spawn_start(&self, id: SessionId) {
+        let this = self.clone();
+        self.deps().spawner.spawn(Box::pin(async move { this.start(id).await }));
+    }
+
+    /// Applies `update` to the current version of a session, re-reading on a concurrent
+    /// change (a few times). `check` sees the fresh session and may refuse.
+    async fn update_current(
+        &self,
+        id: SessionId,
+        check: impl Fn(&Session) -> Result<()>,
+        update: SessionUpdate,
+    ) -> Result<Session> {
+        let mut attempts = 0;
+        loop {
+            let current = self.deps().sessions.get(id).await?.ok_or(CoreError::NotFound(Resource::Session))?;
+            check(&current)?;
+            match self.deps().sessions.update(id, current.version, update.clone()).await {
+                Err(CoreError::Conflict { code: "concurrent_update", .. }) if attempts < 5 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn set_status(&self, id: SessionId, to: Status, mut update: SessionUpdate) -> Result<Session> {
+        update.status = Some(to);
+        let session = self
+            .update_current(id, |s| s.status.transition(to).map(|_| ()), update)
+            .await?;
+        self.publish_status(&session);
+        Ok(session)
+    }
+
+    /// Provisions the runtime of a session in status `provisioning`, waits for OpenCode, and
+    /// delivers the pending first prompt. Any failure marks the session `failed` with a reason;
+    /// a session deleted meanwhile has its new runtime torn down.
+    pub async fn start(&self, id: SessionId) {
+        if let Err(e) = self.try_start(id).await {
+            let gone = match self.deps().sessions.get(id).await {
+                Ok(Some(s)) => s.status == Status::Deleting,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if gone {
+                let _ = self.deps().runtime.teardown(id, None).await;
+            } else {
+                self.mark_failed(id, &format!("could not start the session's runtime: {}", describe(&e)))
+                    .await;
+            }
+        }
+    }
+
+    async fn try_start(&self, id: SessionId) -> Result<()> {
+        let session = self.deps().sessions.get(id).await?.ok_or(CoreError::NotFound(Resource::Session))?;
+        let state = self.deps().sessions.runtime_state(id).await?.unwrap_or_default();
+        let settings = self
+            .deps()
+            .providers
+            .current()
+            .await?
+            .ok_or_else(|| CoreError::Unavailable("no model provider is configured".into()))?;
+        let (opencode_config, env) = settings.opencode_config();
+        let spec = RuntimeSpec {
+            session_id: id,
+            opencode_config,
+            env,
+            password: self.deps().tokens.generate(),
+            previous: state.handle.clone(),
+        };
+        let handle = self.deps().runtime.provision(spec).await?;
+        self.set_status(
+            id,
+            Status::Starting,
+            SessionUpdate { runtime_handle: Some(Some(handle.clone())), status_reason: Some(None), ..Default::default() },
+        )
+        .await?;
+        let endpoint = self.deps().runtime.wait_ready(&handle).await?;
+        let opencode_session = match state.opencode_session_id {
+            Some(oc) => oc,
+            None => self.deps().data_plane.create_session(&endpoint, &session.title).await?,
+        };
+        let live = Live { endpoint, opencode_session: opencode_session.clone() };
+        lock(&self.inner.live).insert(id, live.clone());
+        self.spawn_pump(id, live.clone());
+        let activity = self
+            .deps()
+            .data_plane
+            .activity(&live.endpoint, &opencode_session)
+            .await
+            .unwrap_or(Activity::Idle);
+        self.set_status(
+            id,
+            Status::Ready,
+            SessionUpdate {
+                opencode_session_id: Some(Some(opencode_session.clone())),
+                activity: Some(activity),
+                ..Default::default()
+            },
+        )
+        .await?;
+        if let Some(prompt) = state.pending_prompt {
+            self.deps().data_plane.prompt(&live.endpoint, &opencode_session, &prompt).await?;
+            self.update_current(id, |_| Ok(()), SessionUpdate { pending_prompt: Some(None), ..Default::default() })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn spawn_pump(&self, id: SessionId, live: Live) {
+        let (handle, registration) = AbortHandle::new_pair();
+        if let Some(old) = lock(&self.inner.pumps).insert(id, handle) {
+            old.abort();
+        }
+        let this = self.clone();
+        let task = Abortable::new(async move { this.pump(id, live).await }, registration);
+        self.deps().spawner.spawn(Box::pin(async move {
+            let _ = task.await;
+        }));
+    }
+
+    /// Relays one session's upstream events to its observers: only events of its own OpenCode
+    /// session pass, and `session.status` events update the session's activity.
+    async fn pump(&self, id: SessionId, live: Live) {
+        let mut upstream = self.deps().data_plane.subscribe(live.endpoint.clone());
+        while let Some(item) = upstream.next().await {
+            match item {
+                crate::ports::UpstreamEvent::Connected => {
+                    // Resynchronise: events may have been missed while disconnected.
+                    if let Ok(activity) = self.deps().data_plane.activity(&live.endpoint, &live.opencode_session).await {
+                        self.set_activity(id, activity).await;
+                    }
+                }
+                crate::ports::UpstreamEvent::Event(event) => {
+                    if opencode_session_of(&event) != Some(live.opencode_session.as_str()) {
+                        continue;
+                    }
+                    let activity = match event_type(&event) {
+                        Some("session.status") => event
+                            .pointer("/properties/status/type")
+                            .and_then(Value::as_str)
+                            .and_then(|t| Activity::parse(t).ok()),
+                        Some("session.idle") => Some(Activity::Idle),
+                        _ => None,
+                    };
+                    self.deps().hub.publish(id, FrameData::OpenCode(Arc::new(event)));
+                    if let Some(activity) = activity {
+                        self.set_activity(id, activity).await;
+                    }
+                }
+                crate::ports::UpstreamEvent::Gone(reason) => {
+                    self.mark_failed(id, &format!("lost the connection to OpenCode: {reason}")).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn set_activity(&self, id: SessionId, activity: Activity) {
+        let result = self
+            .update_current(
+                id,
+                |s| {
+                    if s.status == Status::Ready && s.activity != activity {
+                        Ok(())
+                    } else {
+                        Err(CoreError::Conflict { code: "unchanged", message: String::new() })
+                    }
+                },
+                SessionUpdate { activity: Some(activity), ..Default::default() },
+            )
+            .await;
+        if let Ok(session) = result {
+            self.publish_status(&session);
+        }
+    }
+
+    /// Marks a live session `failed` with a reason a person understands, and stops relaying.
+    pub async fn mark_failed(&self, id: SessionId, reason: &str) {
+        self.forget(id);
+        let update = SessionUpdate {
+            status_reason: Some(Some(reason.to_owned())),
+            activity: Some(Activity::Idle),
+            ..Default::default()
+        };
+        let _ = self
+            .update_current(
+                id,
+                |s| {
+                    if s.status.is_live() {
+                        Ok(())
+                    } else {
+                        Err(CoreError::Conflict { code: "unchanged", message: String::new() })
+                    }
+                },
+                SessionUpdate { status: Some(Status::Failed), ..update },
+            )
+            .await
+            .map(|s| self.publish_status(&s));
+    }
+
+    /// Turns runtime failures into failed sessions; runs for the life of the control plane.
+    pub async fn watch_runtime(&self) {
+        let mut events = self.deps().runtime.events();
+        while let Some(event) = events.next().await {
+            match event {
+                RuntimeEvent::Failed { session_id, reason } => self.mark_failed(session_id, &reason).await,
+            }
+        }
+    }
+
+    /// Brings sessions back after the control plane starts: live ones are provisioned again
+    /// on their previous runtime (work dir and OpenCode history intact), half-deleted ones are
+    /// finished. Returns how many sessions were resumed.
+    pub async fn recover(&self) -> Result<usize> {
+        let mut resumed = 0;
+        for id in self.deps().sessions.list_unsettled().await? {
+            let Some(session) = self.deps().sessions.get(id).await? else { continue };
+            if session.status == Status::Deleting {
+                if let Err(e) = self.tear_down(session).await {
+                    self.mark_failed(id, &format!("could not finish deleting: {}", describe(&e))).await;
+                }
+                continue;
+            }
+            if session.status != Status::Provisioning {
+                let update = SessionUpdate {
+                    status_reason: Some(Some("the control plane restarted; bringing the runtime back".into())),
+                    ..Default::default()
+                };
+                if self.set_status(id, Status::Provisioning, update).await.is_err() {
+                    continue;
+                }
+            }
+            self.spawn_start(id);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// Stops relaying for every session (the runtime's own shutdown stops the processes).
+    pub fn shutdown(&self) {
+        for (_, handle) in lock(&self.inner.pumps).drain() {
+            handle.abort();
+        }
+        lock(&self.inner.live).clear();
+    }
+}
+
+fn describe(e: &CoreError) -> String {
+    match e {
+        CoreError::Internal(source) => source.to_string(),
+        other => other.to_string(),
+    }
+}
