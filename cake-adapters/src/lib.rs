@@ -1,1 +1,20 @@
-//! placeholder
+//! Adapters: the port implementations of `cake-core`, one module per technology.
+//!
+//! # Layout
+//!
+//! - [`postgres`]: repositories on PostgreSQL (sqlx, migrations embedded from `migrations/`)
+//!   and [`postgres::embedded::EmbeddedPostgres`], the cluster `cake serve` runs itself when no
+//!   `DATABASE_URL` is given.
+//! - [`local`]: [`local::LocalRuntime`], the session runtime that runs `opencode serve` as a
+//!   child process per session on one machine.
+//! - [`opencode`]: [`opencode::OpenCodeClient`], the HTTP + SSE client of a data plane.
+//! - [`relay`]: [`relay::BroadcastHub`], the per-session fan-out of frames to observers.
+//! - [`crypto`]: AES-256-GCM secrets at rest, argon2id passwords, random tokens.
+//! - [`system`]: the clock, ids and the tokio spawner.
+
+pub mod crypto;
+pub mod local;
+pub mod opencode;
+pub mod postgres;
+pub mod relay;
+pub mod system;

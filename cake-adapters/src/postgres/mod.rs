@@ -1,0 +1,53 @@
+//! PostgreSQL: every durable piece of state (DESIGN.md). Repositories use sqlx's checked
+//! queries; the offline data in `.sqlx/` lets builds run without a database.
+
+pub mod embedded;
+mod auth_repository;
+mod provider_repository;
+mod session_repository;
+mod user_repository;
+
+pub use auth_repository::PgAuthRepository;
+pub use provider_repository::PgProviderRepository;
+pub use session_repository::PgSessionRepository;
+pub use user_repository::PgUserRepository;
+
+use cake_core::CoreError;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, migrate::Migrator};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Connects a pool and runs pending migrations.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("cake-agents");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Maps a database error into the domain: named unique violations become conflicts with a
+/// stable code, unreachable databases become `Unavailable`, the rest `Internal`.
+pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.constraint() == Some("users_email_key") {
+            return CoreError::Conflict {
+                code: "email_taken",
+                message: "an account with this email already exists".into(),
+            };
+        }
+    }
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            CoreError::Unavailable(format!("database: {e}"))
+        }
+        other => CoreError::internal(other),
+    }
+}

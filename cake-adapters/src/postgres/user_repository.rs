@@ -1,0 +1,75 @@
+use async_trait::async_trait;
+use cake_core::Result;
+use cake_core::ports::{NewUser, UserRepository};
+use cake_core::user::{Email, Role, User, UserId};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::db_err;
+
+/// Users on PostgreSQL.
+#[derive(Clone)]
+pub struct PgUserRepository {
+    pool: PgPool,
+}
+
+impl PgUserRepository {
+    /// Wraps a pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+pub(crate) fn user_from(id: Uuid, email: String, name: String, role: &str, created_at: OffsetDateTime) -> Result<User> {
+    Ok(User { id: UserId(id), email, name, role: Role::parse(role)?, created_at })
+}
+
+#[async_trait]
+impl UserRepository for PgUserRepository {
+    async fn create(&self, user: NewUser) -> Result<User> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Serialise sign-ups so exactly one first user becomes admin.
+        sqlx::query!("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let row = sqlx::query!(
+            r#"INSERT INTO users (id, email, name, role, password_hash)
+               VALUES ($1, $2, $3,
+                       CASE WHEN EXISTS (SELECT 1 FROM users) THEN $4 ELSE 'admin' END,
+                       $5)
+               RETURNING id, email, name, role, created_at"#,
+            Uuid::new_v4(),
+            user.email.as_ref(),
+            user.name.as_ref(),
+            user.role.as_str(),
+            user.password_hash,
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        user_from(row.id, row.email, row.name, &row.role, row.created_at)
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<(User, Option<String>)>> {
+        let row = sqlx::query!(
+            "SELECT id, email, name, role, created_at, password_hash FROM users WHERE email = $1",
+            email.as_ref()
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| Ok((user_from(r.id, r.email, r.name, &r.role, r.created_at)?, r.password_hash)))
+            .transpose()
+    }
+
+    async fn get(&self, id: UserId) -> Result<Option<User>> {
+        let row = sqlx::query!("SELECT id, email, name, role, created_at FROM users WHERE id = $1", id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| user_from(r.id, r.email, r.name, &r.role, r.created_at)).transpose()
+    }
+}

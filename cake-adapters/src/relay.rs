@@ -1,0 +1,136 @@
+//! [`BroadcastHub`]: one tokio broadcast channel per session, fanning frames out to every
+//! observer, plus a bounded ring buffer for `Last-Event-ID` resumption.
+//!
+//! Frame ids start at the hub's creation time in microseconds since the epoch and increase by
+//! one per frame, so ids stay increasing across control-plane restarts and a client resuming
+//! with an id from before a restart simply gets the whole buffer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use cake_core::events::{Frame, FrameData};
+use cake_core::ports::{EventHub, Subscription};
+use cake_core::session::SessionId;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+struct Channel {
+    tx: broadcast::Sender<Frame>,
+    buffer: VecDeque<Frame>,
+}
+
+/// The in-process event hub.
+pub struct BroadcastHub {
+    channels: Mutex<HashMap<SessionId, Channel>>,
+    next_id: Mutex<u64>,
+    buffer_len: usize,
+}
+
+impl BroadcastHub {
+    /// A hub keeping the last `buffer_len` frames of each session for resumption; observers
+    /// more than that many frames behind are dropped and reconnect.
+    pub fn new(buffer_len: usize) -> Self {
+        let start = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            next_id: Mutex::new(u64::try_from(start).unwrap_or(1)),
+            buffer_len: buffer_len.max(1),
+        }
+    }
+
+    fn channel<'a>(&self, map: &'a mut HashMap<SessionId, Channel>, id: SessionId) -> &'a mut Channel {
+        map.entry(id).or_insert_with(|| Channel {
+            tx: broadcast::channel(self.buffer_len).0,
+            buffer: VecDeque::with_capacity(16),
+        })
+    }
+}
+
+impl Default for BroadcastHub {
+    fn default() -> Self {
+        Self::new(1024)
+    }
+}
+
+impl EventHub for BroadcastHub {
+    fn publish(&self, session: SessionId, data: FrameData) -> u64 {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = {
+            let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
+            *next += 1;
+            *next
+        };
+        let frame = Frame { id, data };
+        let buffer_len = self.buffer_len;
+        let ch = self.channel(&mut map, session);
+        if ch.buffer.len() == buffer_len {
+            ch.buffer.pop_front();
+        }
+        ch.buffer.push_back(frame.clone());
+        // No receivers is fine: the frame stays in the buffer.
+        let _ = ch.tx.send(frame);
+        id
+    }
+
+    fn subscribe(&self, session: SessionId, last_event_id: Option<u64>) -> Subscription {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let ch = self.channel(&mut map, session);
+        // Subscribing under the lock means no frame falls between backlog and live.
+        let rx = ch.tx.subscribe();
+        let last_id = ch.buffer.back().map(|f| f.id).unwrap_or(0);
+        let backlog = match last_event_id {
+            Some(after) => ch.buffer.iter().filter(|f| f.id > after).cloned().collect(),
+            None => Vec::new(),
+        };
+        // A lagging observer's stream ends; it reconnects with Last-Event-ID and resumes.
+        let live = BroadcastStream::new(rx)
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| futures::future::ready(r.ok()))
+            .boxed();
+        Subscription { backlog, last_id, live }
+    }
+
+    fn close(&self, session: SessionId) {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(&session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn ev(n: i64) -> FrameData {
+        FrameData::OpenCode(Arc::new(json!({"n": n})))
+    }
+
+    #[tokio::test]
+    async fn fans_out_and_resumes() {
+        let hub = BroadcastHub::new(3);
+        let s = SessionId(uuid::Uuid::new_v4());
+        let mut a = hub.subscribe(s, None);
+        let mut b = hub.subscribe(s, None);
+        let ids: Vec<u64> = (0..5).map(|n| hub.publish(s, ev(n))).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(a.live.next().await.unwrap().id, ids[0]);
+        assert_eq!(b.live.next().await.unwrap().id, ids[0]);
+        // Resume after the third frame: the buffer (3 frames) still has 4 and 5.
+        let r = hub.subscribe(s, Some(ids[2]));
+        assert_eq!(r.backlog.iter().map(|f| f.id).collect::<Vec<_>>(), vec![ids[3], ids[4]]);
+        assert_eq!(r.last_id, ids[4]);
+        // Other sessions see nothing.
+        let other = hub.subscribe(SessionId(uuid::Uuid::new_v4()), Some(0));
+        assert!(other.backlog.is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_ends_streams() {
+        let hub = BroadcastHub::new(8);
+        let s = SessionId(uuid::Uuid::new_v4());
+        let mut a = hub.subscribe(s, None);
+        hub.close(s);
+        assert!(a.live.next().await.is_none());
+    }
+}
