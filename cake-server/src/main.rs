@@ -1,1 +1,69 @@
-fn main(){}
+//! `cake`: the Cake Agents control plane binary.
+
+use clap::{Parser, Subcommand};
+
+use cake_server::config::Config;
+use cake_server::startup::Application;
+
+/// Cake Agents: every session an AI coding agent (OpenCode) in its own runtime.
+#[derive(Parser)]
+#[command(name = "cake", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (embedded PostgreSQL and local runtime unless configured otherwise).
+    Serve(Box<Config>),
+    /// Print the OpenAPI spec (the committed openapi.json is this output).
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            let state = cake_server::api::spec_for_docs();
+            print!("{state}");
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(config) => serve(*config).await,
+    }
+}
+
+async fn serve(config: Config) -> std::process::ExitCode {
+    cake_server::telemetry::init(&config.log, config.log_json);
+    let public_url = config.public_url();
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("cake: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %app.addr(), %public_url, "Cake Agents control plane is listening");
+    println!("Cake Agents is running at http://{} — API docs at http://{}/api/docs", app.addr(), app.addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -14,7 +14,7 @@ pub use user_repository::PgUserRepository;
 
 use cake_core::CoreError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, migrate::Migrator};
+use sqlx::migrate::Migrator;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -50,4 +50,11 @@ pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
         }
         other => CoreError::internal(other),
     }
+}
+
+pub use sqlx::PgPool;
+
+/// Checks that the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(|_| ())
 }

@@ -1,0 +1,60 @@
+//! Installation settings: model providers (admins only).
+
+use cake_core::provider::{ModelRef, ProviderSettings};
+use poem::web::Data;
+use poem_openapi::{OpenApi, payload::Json};
+
+use super::ApiTags;
+use super::dto::ProvidersDto;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::Identity;
+use std::sync::Arc;
+
+use crate::state::AppState;
+
+/// `/api/admin` routes.
+pub struct AdminApi;
+
+fn to_dto(s: ProviderSettings) -> ProvidersDto {
+    ProvidersDto {
+        providers: s.providers.into_iter().collect(),
+        default_model: s.default_model.to_string(),
+        permission: s.permission,
+    }
+}
+
+#[OpenApi(prefix_path = "/admin", tag = "ApiTags::Admin")]
+impl AdminApi {
+    /// The model providers, every secret shown as `%%SECRET%%`.
+    ///
+    /// Errors: `unauthenticated` (401), `not_admin` (403), `not_found` (404) when none is configured.
+    #[oai(path = "/providers", method = "get", operation_id = "get_providers")]
+    async fn get_providers(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>) -> ApiResult<Json<ProvidersDto>> {
+        match state.providers.get(identity.actor().as_ref()).await? {
+            Some(s) => Ok(Json(to_dto(s))),
+            None => Err(ApiError::NotFound(Json(crate::error::ErrorBody {
+                error: crate::error::ErrorDetail {
+                    code: "no_provider".into(),
+                    message: "no model provider is configured yet".into(),
+                },
+            }))),
+        }
+    }
+
+    /// Replace the model providers (OpenCode's provider format).
+    ///
+    /// Secrets (`options.apiKey`, every `options.headers` value) are stored encrypted; sending
+    /// `%%SECRET%%` keeps the stored value. Errors: `unauthenticated` (401), `not_admin` (403),
+    /// `invalid_input` (400).
+    #[oai(path = "/providers", method = "put", operation_id = "put_providers")]
+    async fn put_providers(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<ProvidersDto>) -> ApiResult<Json<ProvidersDto>> {
+        let b = body.0;
+        let settings = ProviderSettings {
+            providers: b.providers.into_iter().collect(),
+            default_model: ModelRef::parse(&b.default_model)?,
+            permission: b.permission,
+        };
+        let saved = state.providers.put(identity.actor().as_ref(), settings).await?;
+        Ok(Json(to_dto(saved)))
+    }
+}

@@ -1,0 +1,359 @@
+//! Request and response bodies of the HTTP contract (DESIGN.md), camelCase on the wire.
+
+use cake_core::ports::ApiToken;
+use cake_core::session::{Activity, Session, Status};
+use cake_core::user::{Role, User};
+use poem_openapi::{Enum, Object};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// Formats a time as RFC 3339.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum RoleDto {
+    /// Configures the installation.
+    Admin,
+    /// Everyone else.
+    Member,
+}
+
+/// A user.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "User", rename_all = "camelCase")]
+pub struct UserDto {
+    /// Id.
+    pub id: Uuid,
+    /// Email (lower-cased).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: RoleDto,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<User> for UserDto {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.0,
+            email: u.email,
+            name: u.name,
+            role: match u.role {
+                Role::Admin => RoleDto::Admin,
+                Role::Member => RoleDto::Member,
+            },
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// `POST /api/auth/sign-up/email`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignUpBody {
+    /// Email.
+    pub email: String,
+    /// 8 to 128 characters.
+    #[oai(write_only)]
+    pub password: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// `POST /api/auth/sign-in/email`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignInBody {
+    /// Email.
+    pub email: String,
+    /// Password.
+    #[oai(write_only)]
+    pub password: String,
+}
+
+/// A successful sign-up or sign-in (Better Auth's shape).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct AuthResponse {
+    /// The session token (also set as the signed cookie).
+    pub token: String,
+    /// Who signed in.
+    pub user: UserDto,
+}
+
+/// A browser session.
+#[derive(Debug, Object)]
+#[oai(rename = "AuthSession", rename_all = "camelCase")]
+pub struct AuthSessionDto {
+    /// Id.
+    pub id: Uuid,
+    /// Whose.
+    pub user_id: Uuid,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// `GET /api/auth/get-session`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SessionAndUser {
+    /// The browser session.
+    pub session: AuthSessionDto,
+    /// Its user.
+    pub user: UserDto,
+}
+
+/// `POST /api/auth/sign-out`.
+#[derive(Debug, Object)]
+pub struct SuccessBody {
+    /// Always true.
+    pub success: bool,
+}
+
+/// `POST /api/me/tokens`.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    /// A name to recognise the token by (1 to 100 characters).
+    pub name: String,
+}
+
+/// A new API token; `token` is shown this once.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreatedToken {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// The secret, `cake_…`; send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// An API token (never its value).
+#[derive(Debug, Object)]
+#[oai(rename = "ApiToken", rename_all = "camelCase")]
+pub struct TokenDto {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, or null if never used.
+    pub last_used_at: Option<String>,
+}
+
+impl From<ApiToken> for TokenDto {
+    fn from(t: ApiToken) -> Self {
+        Self { id: t.id, name: t.name, created_at: rfc3339(t.created_at), last_used_at: t.last_used_at.map(rfc3339) }
+    }
+}
+
+/// Model providers in OpenCode's own format (DESIGN.md, "Model providers").
+#[derive(Debug, Object)]
+#[oai(rename = "ProviderSettings", rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProvidersDto {
+    /// Provider id → OpenCode provider object (`npm`, `name`, `options.baseURL`,
+    /// `options.apiKey`, `options.headers`, `models`). Secrets read back as `%%SECRET%%`;
+    /// sending `%%SECRET%%` keeps the stored value.
+    pub providers: std::collections::BTreeMap<String, serde_json::Value>,
+    /// `<providerId>/<modelId>` that sessions use.
+    pub default_model: String,
+    /// Optional OpenCode `permission` config for every session, e.g. `{"bash": "ask"}`.
+    pub permission: Option<serde_json::Value>,
+}
+
+/// A session's lifecycle state.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusDto {
+    /// The runtime is being provisioned.
+    Provisioning,
+    /// OpenCode is starting.
+    Starting,
+    /// Prompts can be sent.
+    Ready,
+    /// See `statusReason`.
+    Failed,
+    /// Being torn down.
+    Deleting,
+}
+
+/// What the agent is doing (meaningful when ready).
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ActivityDto {
+    /// Waiting for a prompt.
+    Idle,
+    /// Working.
+    Busy,
+    /// Retrying after a provider error.
+    Retry,
+}
+
+/// A session's owner.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Owner")]
+pub struct OwnerDto {
+    /// Id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+/// A Cake session.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Session", rename_all = "camelCase")]
+pub struct SessionDto {
+    /// Id.
+    pub id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Visible only to the owner.
+    pub private: bool,
+    /// The owner's id.
+    pub owner_id: Uuid,
+    /// The owner.
+    pub owner: OwnerDto,
+    /// Lifecycle state.
+    pub status: StatusDto,
+    /// What the agent is doing.
+    pub activity: ActivityDto,
+    /// Why the session failed (or what it waits on); null otherwise.
+    pub status_reason: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<&Session> for SessionDto {
+    fn from(s: &Session) -> Self {
+        Self {
+            id: s.id.0,
+            title: s.title.clone(),
+            private: s.visibility.is_private(),
+            owner_id: s.owner.id.0,
+            owner: OwnerDto { id: s.owner.id.0, name: s.owner.name.clone(), email: s.owner.email.clone() },
+            status: match s.status {
+                Status::Provisioning => StatusDto::Provisioning,
+                Status::Starting => StatusDto::Starting,
+                Status::Ready => StatusDto::Ready,
+                Status::Failed => StatusDto::Failed,
+                Status::Deleting => StatusDto::Deleting,
+            },
+            activity: match s.activity {
+                Activity::Idle => ActivityDto::Idle,
+                Activity::Busy => ActivityDto::Busy,
+                Activity::Retry => ActivityDto::Retry,
+            },
+            status_reason: s.status_reason.clone(),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+        }
+    }
+}
+
+/// `POST /api/sessions` (Cake's body).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSessionBody {
+    /// Optional title (at most 200 characters).
+    pub title: Option<String>,
+    /// Required: whether only the owner can see the session.
+    pub private: bool,
+    /// Sent to the agent as soon as the runtime is ready.
+    pub initial_user_prompt: Option<String>,
+}
+
+/// `PATCH /api/sessions/{id}`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchSessionBody {
+    /// New title.
+    pub title: Option<String>,
+    /// New visibility.
+    pub private: Option<bool>,
+}
+
+/// One page of sessions, newest first.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SessionPage {
+    /// The sessions.
+    pub items: Vec<SessionDto>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Copy, Enum, Default)]
+#[oai(rename_all = "lowercase")]
+pub enum VisibilityFilter {
+    /// Your own sessions plus everyone's public ones.
+    #[default]
+    All,
+    /// Public sessions of anyone.
+    Public,
+    /// Your own private sessions.
+    Private,
+}
+
+/// `POST /api/sessions/{id}/messages`.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct MessageBody {
+    /// The prompt.
+    pub text: String,
+}
+
+/// A reply to a permission request.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ReplyDto {
+    /// Allow this once.
+    Once,
+    /// Allow from now on.
+    Always,
+    /// Refuse.
+    Reject,
+}
+
+/// `POST /api/sessions/{id}/permissions/{permissionId}`.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PermissionBody {
+    /// The answer.
+    pub reply: ReplyDto,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Object)]
+pub struct HealthBody {
+    /// `ok`.
+    pub status: String,
+}
+
+/// One frame of `GET /api/sessions/{id}/events`: sent as SSE with `id:` = `id`,
+/// `event:` = `event` (`status` or `opencode`) and `data:` = `data` as JSON.
+#[derive(Debug, Clone, Object)]
+pub struct EventFrame {
+    /// Strictly increasing; reconnect with `Last-Event-ID` to resume after it.
+    pub id: u64,
+    /// `status` (data: a Session) or `opencode` (data: one OpenCode event `{type, properties}`).
+    pub event: String,
+    /// The payload.
+    pub data: serde_json::Value,
+}

@@ -1,0 +1,365 @@
+//! Builds the control plane from a [`Config`]: database (external or embedded), services,
+//! runtime, HTTP routes; binds, reports the port, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cake_adapters::crypto::{AesCipher, Argon2Hasher, RandomTokens};
+use cake_adapters::local::{LocalRuntime, LocalRuntimeConfig, default_opencode_bin};
+use cake_adapters::opencode::OpenCodeClient;
+use cake_adapters::postgres::{
+    self, PgAuthRepository, PgProviderRepository, PgSessionRepository, PgUserRepository, embedded::EmbeddedPostgres,
+};
+use cake_adapters::relay::BroadcastHub;
+use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
+use cake_core::ports::SessionRuntime;
+use cake_core::services::{AuthConfig, AuthService, ProviderService, SessionDeps, SessionService};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::Tracing;
+use poem::web::Redirect;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, handler};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, RuntimeKind};
+use crate::identity::CookieSigner;
+use crate::metrics::Metrics;
+use crate::state::{AppState, DbProbe};
+use crate::{api, error, passthrough};
+
+/// Largest accepted request body on `/api/*` (DESIGN.md: 413 `payload_too_large` above).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Why the control plane could not start; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The embedded PostgreSQL cluster failed.
+    #[error("embedded PostgreSQL: {0}")]
+    Embedded(#[from] postgres::embedded::EmbeddedError),
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Database(String),
+    /// A configuration value is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Binding or file-system trouble.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running control plane.
+pub struct Application {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    server: JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    background: Vec<JoinHandle<()>>,
+    local: Option<Arc<LocalRuntime>>,
+    embedded: Option<EmbeddedPostgres>,
+    pool: sqlx_pool::Pool,
+}
+
+/// The pool type, named without a direct sqlx dependency.
+mod sqlx_pool {
+    /// A PostgreSQL pool.
+    pub type Pool = cake_adapters::postgres::PgPool;
+}
+
+fn load_or_create_secret(config: &Config) -> Result<SecretString, StartupError> {
+    if let Some(s) = &config.auth_secret {
+        if s.expose_secret().len() < 16 {
+            return Err(StartupError::Config("BETTER_AUTH_SECRET must be at least 16 characters".into()));
+        }
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(s.trim().to_owned()));
+    }
+    use cake_core::ports::TokenGenerator;
+    let secret = RandomTokens.generate();
+    std::fs::create_dir_all(&config.data_dir)?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        std::io::Write::write_all(&mut f, secret.expose_secret().as_bytes())?;
+    }
+    tracing::warn!(path = %path.display(), "BETTER_AUTH_SECRET is not set: generated a development secret; set it in production");
+    Ok(secret)
+}
+
+impl Application {
+    /// Builds with the runtime named in the configuration.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_runtime(config, None).await
+    }
+
+    /// Builds with a custom [`SessionRuntime`] (for embedding; `None` = the configured one).
+    pub async fn build_with_runtime(
+        config: Config,
+        custom_runtime: Option<Arc<dyn SessionRuntime>>,
+    ) -> Result<Self, StartupError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let data_dir = config.data_dir.canonicalize()?;
+        let secret = load_or_create_secret(&config)?;
+
+        let (embedded, url) = match &config.database_url {
+            Some(url) => (None, url.expose_secret().to_owned()),
+            None => {
+                let pg = EmbeddedPostgres::start(&data_dir.join("postgres")).await?;
+                tracing::info!(port = pg.port(), "embedded PostgreSQL is running");
+                let url = pg.url("cake");
+                (Some(pg), url)
+            }
+        };
+        let pool = postgres::connect(&url, config.database_max_connections)
+            .await
+            .map_err(|e| StartupError::Database(e.to_string()))?;
+
+        let (runtime, local): (Arc<dyn SessionRuntime>, Option<Arc<LocalRuntime>>) = match custom_runtime {
+            Some(r) => (r, None),
+            None => match config.runtime {
+                RuntimeKind::Local => {
+                    let bin = config.opencode_bin.clone().unwrap_or_else(|| default_opencode_bin(Path::new(".")));
+                    let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
+                    rc.ready_timeout = Duration::from_secs(config.opencode_start_timeout);
+                    let local = Arc::new(LocalRuntime::new(rc)?);
+                    (local.clone(), Some(local))
+                }
+                RuntimeKind::Kubernetes => {
+                    return Err(StartupError::Config(
+                        "CAKE_RUNTIME=kubernetes is not available in this build yet; use local".into(),
+                    ));
+                }
+            },
+        };
+
+        let cipher = Arc::new(AesCipher::from_secret(&secret));
+        let tokens = Arc::new(RandomTokens);
+        let providers = ProviderService::new(Arc::new(PgProviderRepository::new(pool.clone())), cipher);
+        let auth_config = AuthConfig {
+            admin_emails: config
+                .admin_emails
+                .iter()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            email_and_password: config.email_and_password_enabled,
+            ..AuthConfig::default()
+        };
+        let session_ttl = auth_config.session_ttl;
+        let auth = AuthService::new(
+            Arc::new(PgUserRepository::new(pool.clone())),
+            Arc::new(PgAuthRepository::new(pool.clone())),
+            Arc::new(Argon2Hasher),
+            tokens.clone(),
+            Arc::new(SystemClock),
+            auth_config,
+        );
+        let opencode = OpenCodeClient::new();
+        let sessions = SessionService::new(SessionDeps {
+            sessions: Arc::new(PgSessionRepository::new(pool.clone())),
+            providers: providers.clone(),
+            runtime,
+            data_plane: Arc::new(opencode.clone()),
+            hub: Arc::new(BroadcastHub::new(config.event_buffer)),
+            tokens,
+            ids: Arc::new(RandomIds),
+            spawner: Arc::new(TokioSpawner::current()),
+        });
+        let public_url = config.public_url();
+        let probe_pool = pool.clone();
+        let db_probe: DbProbe = Arc::new(move || {
+            let pool = probe_pool.clone();
+            Box::pin(async move { postgres::ping(&pool).await.map_err(|e| e.to_string()) })
+        });
+        let state = Arc::new(AppState {
+            auth,
+            sessions: sessions.clone(),
+            providers,
+            cookies: Arc::new(CookieSigner::new(
+                SecretString::from(hex_key(&secret)),
+                public_url.starts_with("https://"),
+                session_ttl.whole_seconds(),
+            )),
+            http: opencode.http().clone(),
+            db_probe,
+            metrics: Arc::new(Metrics::default()),
+        });
+
+        let app = routes(state.clone(), &public_url);
+        let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| StartupError::Config("listener has no address".into()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(app, async move { let _ = stopped.await; }, Some(Duration::from_secs(5)))
+                .await
+        });
+
+        let mut background = Vec::new();
+        {
+            let s = sessions.clone();
+            background.push(tokio::spawn(async move { s.watch_runtime().await }));
+        }
+        match sessions.recover().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "bringing sessions back after a restart"),
+            Err(e) => tracing::error!(error = %e, "could not recover sessions"),
+        }
+        Ok(Self { addr, state, server, stop, background, local, embedded, pool })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The services, for embedding and tests.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The database pool, for embedding and benchmarks.
+    pub fn pool(&self) -> &cake_adapters::postgres::PgPool {
+        &self.pool
+    }
+
+    /// Stops in order: HTTP (5 s grace for open requests), event relays, data-plane processes
+    /// (their directories stay, so sessions come back on the next start), the database pool,
+    /// the embedded PostgreSQL cluster.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        for task in &self.background {
+            task.abort();
+        }
+        self.state.sessions.shutdown();
+        if let Some(local) = &self.local {
+            local.shutdown().await;
+        }
+        self.pool.close().await;
+        if let Some(pg) = &self.embedded {
+            if let Err(e) = pg.stop().await {
+                tracing::error!(error = %e, "stopping embedded PostgreSQL failed");
+            }
+        }
+    }
+}
+
+/// The cookie-signing key: purpose-bound, derived from the installation secret.
+fn hex_key(secret: &SecretString) -> String {
+    hex_encode(&cake_adapters::crypto::derive_key(secret, "cookie-signing"))
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every route of the control plane.
+pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
+    let service = api::service(public_url);
+    let spec = api::spec_json(&service);
+    let docs = service.swagger_ui();
+    let identity_state = state.clone();
+    let metrics = state.metrics.clone();
+    Route::new()
+        .at("/api/sessions/:id/opencode/*rest", passthrough::passthrough)
+        .at("/api/openapi.json", poem::endpoint::make_sync(move |_| {
+            Response::builder().content_type("application/json").body(spec.clone())
+        }))
+        .nest("/api/docs", docs)
+        .nest("/api", service.around(limit_body).around(error::envelope))
+        .at("/readyz", readyz)
+        .at("/metrics", metrics_endpoint)
+        .at("/", poem::endpoint::make_sync(|_| Redirect::see_other("/api/docs")))
+        .around(move |ep, req| identity_resolve(identity_state.clone(), ep, req))
+        .data(state)
+        .around(move |ep, req| {
+            let metrics = metrics.clone();
+            async move {
+                let resp = ep.get_response(req).await;
+                metrics.observe(resp.status().as_u16());
+                Ok::<_, poem::Error>(resp)
+            }
+        })
+        .with(Tracing)
+}
+
+async fn identity_resolve<E: Endpoint>(state: Arc<AppState>, ep: E, req: Request) -> poem::Result<Response> {
+    crate::identity::resolve(state, ep, req).await
+}
+
+/// Refuses bodies over [`MAX_BODY`] with 413, whether they announce their length or not.
+async fn limit_body<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response> {
+    use futures::StreamExt;
+    let too_large = || {
+        error::ApiError::PayloadTooLarge(poem_openapi::payload::Json(error::ErrorBody {
+            error: error::ErrorDetail {
+                code: "payload_too_large".into(),
+                message: format!("request bodies are limited to {MAX_BODY} bytes"),
+            },
+        }))
+        .into_response()
+    };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY => return Ok(too_large()),
+        Some(_) => {}
+        None => {
+            let mut stream = req.take_body().into_bytes_stream();
+            let mut buf = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| poem::Error::from_string(e.to_string(), poem::http::StatusCode::BAD_REQUEST))?;
+                if buf.len() + chunk.len() > MAX_BODY {
+                    return Ok(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            req.set_body(buf);
+        }
+    }
+    Ok(ep.call(req).await?.into_response())
+}
+
+/// `GET /readyz`: 200 when PostgreSQL and the runtime answer, else 503 with the reason.
+#[handler]
+async fn readyz(req: &Request) -> Response {
+    let Some(state) = req.data::<Arc<AppState>>() else {
+        return poem::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let db = (state.db_probe)().await;
+    let runtime = state.sessions.runtime_health().await.map_err(|e| e.to_string());
+    let body = serde_json::json!({
+        "database": db.as_ref().err().map_or("ok".to_owned(), Clone::clone),
+        "runtime": runtime.as_ref().err().map_or("ok".to_owned(), Clone::clone),
+    });
+    let status = if db.is_ok() && runtime.is_ok() {
+        poem::http::StatusCode::OK
+    } else {
+        poem::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    Response::builder().status(status).content_type("application/json").body(body.to_string())
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[handler]
+async fn metrics_endpoint(req: &Request) -> Response {
+    let text = req.data::<Arc<AppState>>().map(|s| s.metrics.render()).unwrap_or_default();
+    Response::builder().content_type("text/plain; version=0.0.4").body(text)
+}

@@ -1,0 +1,31 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use cake_core::services::{AuthService, ProviderService, SessionService};
+use futures::future::BoxFuture;
+
+use crate::identity::CookieSigner;
+use crate::metrics::Metrics;
+
+/// Checks that the database answers (for `/readyz`).
+pub type DbProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The application services and HTTP-level settings, cloned into every API struct.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users, browser sessions, API tokens.
+    pub auth: AuthService,
+    /// Sessions and their data planes.
+    pub sessions: SessionService,
+    /// Model providers.
+    pub providers: ProviderService,
+    /// Signs and verifies the session cookie.
+    pub cookies: Arc<CookieSigner>,
+    /// HTTP client for the raw OpenCode pass-through.
+    pub http: reqwest::Client,
+    /// Database probe.
+    pub db_probe: DbProbe,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
