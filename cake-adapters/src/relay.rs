@@ -112,10 +112,13 @@ mod tests {
         let s = SessionId(uuid::Uuid::new_v4());
         let mut a = hub.subscribe(s, None);
         let mut b = hub.subscribe(s, None);
-        let ids: Vec<u64> = (0..5).map(|n| hub.publish(s, ev(n))).collect();
+        let mut ids: Vec<u64> = (0..3).map(|n| hub.publish(s, ev(n))).collect();
+        for n in 0..3 {
+            assert_eq!(a.live.next().await.unwrap().id, ids[n]);
+            assert_eq!(b.live.next().await.unwrap().id, ids[n]);
+        }
+        ids.extend((3..5).map(|n| hub.publish(s, ev(n))));
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
-        assert_eq!(a.live.next().await.unwrap().id, ids[0]);
-        assert_eq!(b.live.next().await.unwrap().id, ids[0]);
         // Resume after the third frame: the buffer (3 frames) still has 4 and 5.
         let r = hub.subscribe(s, Some(ids[2]));
         assert_eq!(r.backlog.iter().map(|f| f.id).collect::<Vec<_>>(), vec![ids[3], ids[4]]);
@@ -123,6 +126,17 @@ mod tests {
         // Other sessions see nothing.
         let other = hub.subscribe(SessionId(uuid::Uuid::new_v4()), Some(0));
         assert!(other.backlog.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_observer_is_dropped_to_resume() {
+        let hub = BroadcastHub::new(2);
+        let s = SessionId(uuid::Uuid::new_v4());
+        let mut slow = hub.subscribe(s, None);
+        for n in 0..5 {
+            hub.publish(s, ev(n));
+        }
+        assert!(slow.live.next().await.is_none(), "it reconnects with Last-Event-ID instead");
     }
 
     #[tokio::test]

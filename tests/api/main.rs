@@ -1,1 +1,7 @@
+//! Integration tests: the real control plane on port 0 against a real PostgreSQL, the real
+//! OpenCode and a fake OpenAI-compatible model. One binary, a module per area.
 
+mod auth;
+mod lifecycle;
+mod restart;
+mod validation;

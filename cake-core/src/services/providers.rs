@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use crate::ports::{ProviderRepository, SecretCipher};
-use crate::provider::ProviderSettings;
+use crate::provider::{ModelRef, ProviderSettings};
 use crate::user::Actor;
 use crate::{Result, policy};
 
@@ -26,8 +26,15 @@ impl ProviderService {
 
     /// Replaces the settings. Masked secrets keep their stored values; the input is validated
     /// before anything is stored, so a bad request changes nothing.
-    pub async fn put(&self, actor: Option<&Actor>, mut settings: ProviderSettings) -> Result<ProviderSettings> {
+    pub async fn put(
+        &self,
+        actor: Option<&Actor>,
+        providers: serde_json::Map<String, serde_json::Value>,
+        default_model: &str,
+        permission: Option<serde_json::Value>,
+    ) -> Result<ProviderSettings> {
         policy::can_administer(actor)?;
+        let mut settings = ProviderSettings { providers, default_model: ModelRef::parse(default_model)?, permission };
         let previous = self.current().await?;
         settings.restore_secrets(previous.as_ref())?;
         settings.validate()?;
@@ -77,7 +84,7 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(futures::executor::block_on(svc.get(Some(&member))), Err(CoreError::Forbidden(_))));
-        assert!(matches!(futures::executor::block_on(svc.put(Some(&member), s)), Err(CoreError::Forbidden(_))));
+        assert!(matches!(futures::executor::block_on(svc.put(Some(&member), s.providers, "p/m", None)), Err(CoreError::Forbidden(_))));
     }
 
     #[test]
@@ -91,7 +98,7 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(
-            futures::executor::block_on(svc.put(Some(&admin()), s)),
+            futures::executor::block_on(svc.put(Some(&admin()), s.providers, &s.default_model.to_string(), None)),
             Err(CoreError::InvalidInput { field: "defaultModel", .. })
         ));
     }
@@ -115,7 +122,7 @@ mod tests {
             "providers": {"p": {"options": {"apiKey": "sk-live"}}}, "defaultModel": "p/m"
         }))
         .unwrap();
-        let shown = futures::executor::block_on(svc.put(Some(&admin()), s)).unwrap();
+        let shown = futures::executor::block_on(svc.put(Some(&admin()), s.providers, "p/m", None)).unwrap();
         assert_eq!(shown.providers["p"]["options"]["apiKey"], crate::provider::SECRET_MASK);
     }
 }

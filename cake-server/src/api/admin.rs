@@ -1,6 +1,6 @@
 //! Installation settings: model providers (admins only).
 
-use cake_core::provider::{ModelRef, ProviderSettings};
+use cake_core::provider::ProviderSettings;
 use poem::web::Data;
 use poem_openapi::{OpenApi, payload::Json};
 
@@ -18,7 +18,7 @@ pub struct AdminApi;
 fn to_dto(s: ProviderSettings) -> ProvidersDto {
     ProvidersDto {
         providers: s.providers.into_iter().collect(),
-        default_model: s.default_model.to_string(),
+        default_model: super::strict::Str(s.default_model.to_string()),
         permission: s.permission,
     }
 }
@@ -49,12 +49,10 @@ impl AdminApi {
     #[oai(path = "/providers", method = "put", operation_id = "put_providers")]
     async fn put_providers(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<ProvidersDto>) -> ApiResult<Json<ProvidersDto>> {
         let b = body.0;
-        let settings = ProviderSettings {
-            providers: b.providers.into_iter().collect(),
-            default_model: ModelRef::parse(&b.default_model)?,
-            permission: b.permission,
-        };
-        let saved = state.providers.put(identity.actor().as_ref(), settings).await?;
+        let saved = state
+            .providers
+            .put(identity.actor().as_ref(), b.providers.into_iter().collect(), &b.default_model.0, b.permission)
+            .await?;
         Ok(Json(to_dto(saved)))
     }
 }

@@ -50,7 +50,7 @@ impl AuthApi {
     #[oai(path = "/sign-up/email", method = "post", operation_id = "sign_up_email")]
     async fn sign_up_email(&self, state: Data<&Arc<AppState>>, body: Json<SignUpBody>) -> ApiResult<SignedInResponse> {
         let b = body.0;
-        let s = state.auth.sign_up(&b.email, SecretString::from(b.password), &b.name).await?;
+        let s = state.auth.sign_up(&b.email.0, SecretString::from(b.password.0), &b.name.0).await?;
         Ok(Self::signed_in(&state, s))
     }
 
@@ -60,7 +60,7 @@ impl AuthApi {
     #[oai(path = "/sign-in/email", method = "post", operation_id = "sign_in_email")]
     async fn sign_in_email(&self, state: Data<&Arc<AppState>>, body: Json<SignInBody>) -> ApiResult<SignedInResponse> {
         let b = body.0;
-        let s = state.auth.sign_in(&b.email, SecretString::from(b.password)).await?;
+        let s = state.auth.sign_in(&b.email.0, SecretString::from(b.password.0)).await?;
         Ok(Self::signed_in(&state, s))
     }
 

@@ -8,6 +8,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::strict::Str;
+
 /// Formats a time as RFC 3339.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
@@ -59,12 +61,12 @@ impl From<User> for UserDto {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignUpBody {
     /// Email.
-    pub email: String,
+    pub email: Str,
     /// 8 to 128 characters.
     #[oai(write_only)]
-    pub password: String,
+    pub password: Str,
     /// Display name.
-    pub name: String,
+    pub name: Str,
 }
 
 /// `POST /api/auth/sign-in/email`.
@@ -72,10 +74,10 @@ pub struct SignUpBody {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignInBody {
     /// Email.
-    pub email: String,
+    pub email: Str,
     /// Password.
     #[oai(write_only)]
-    pub password: String,
+    pub password: Str,
 }
 
 /// A successful sign-up or sign-in (Better Auth's shape).
@@ -122,7 +124,7 @@ pub struct SuccessBody {
 #[oai(deny_unknown_fields)]
 pub struct CreateTokenBody {
     /// A name to recognise the token by (1 to 100 characters).
-    pub name: String,
+    pub name: Str,
 }
 
 /// A new API token; `token` is shown this once.
@@ -168,7 +170,7 @@ pub struct ProvidersDto {
     /// sending `%%SECRET%%` keeps the stored value.
     pub providers: std::collections::BTreeMap<String, serde_json::Value>,
     /// `<providerId>/<modelId>` that sessions use.
-    pub default_model: String,
+    pub default_model: Str,
     /// Optional OpenCode `permission` config for every session, e.g. `{"bash": "ask"}`.
     pub permission: Option<serde_json::Value>,
 }
@@ -271,11 +273,11 @@ impl From<&Session> for SessionDto {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateSessionBody {
     /// Optional title (at most 200 characters).
-    pub title: Option<String>,
+    pub title: Option<Str>,
     /// Required: whether only the owner can see the session.
     pub private: bool,
     /// Sent to the agent as soon as the runtime is ready.
-    pub initial_user_prompt: Option<String>,
+    pub initial_user_prompt: Option<Str>,
 }
 
 /// `PATCH /api/sessions/{id}`.
@@ -283,7 +285,7 @@ pub struct CreateSessionBody {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchSessionBody {
     /// New title.
-    pub title: Option<String>,
+    pub title: Option<Str>,
     /// New visibility.
     pub private: Option<bool>,
 }
@@ -316,7 +318,7 @@ pub enum VisibilityFilter {
 #[oai(deny_unknown_fields)]
 pub struct MessageBody {
     /// The prompt.
-    pub text: String,
+    pub text: Str,
 }
 
 /// A reply to a permission request.

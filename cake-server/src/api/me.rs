@@ -47,7 +47,7 @@ impl MeApi {
     /// Errors: `unauthenticated` (401), `invalid_input` (400).
     #[oai(path = "/tokens", method = "post", operation_id = "create_token")]
     async fn create_token(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<CreateTokenBody>) -> ApiResult<TokenCreated> {
-        let (t, secret) = state.auth.create_api_token(identity.actor().as_ref(), &body.name).await?;
+        let (t, secret) = state.auth.create_api_token(identity.actor().as_ref(), &body.name.0).await?;
         Ok(TokenCreated::Created(Json(CreatedToken {
             id: t.id,
             name: t.name,

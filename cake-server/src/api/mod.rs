@@ -8,6 +8,7 @@ pub mod dto;
 pub mod me;
 pub mod meta;
 pub mod sessions;
+pub mod strict;
 
 use poem_openapi::{OpenApiService, Tags};
 use serde_json::{Value, json};

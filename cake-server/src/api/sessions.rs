@@ -73,9 +73,9 @@ impl SessionsApi {
     async fn create_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<CreateSessionBody>) -> ApiResult<SessionCreated> {
         let b = body.0;
         let req = CreateSession {
-            title: b.title,
+            title: b.title.map(String::from),
             visibility: Visibility::from_private(b.private),
-            initial_prompt: b.initial_user_prompt,
+            initial_prompt: b.initial_user_prompt.map(String::from),
         };
         let s = state.sessions.create(identity.actor().as_ref(), req).await?;
         Ok(SessionCreated::Created(Json((&s).into())))
@@ -132,7 +132,7 @@ impl SessionsApi {
         body: Json<PatchSessionBody>,
     ) -> ApiResult<Json<SessionDto>> {
         let b = body.0;
-        let s = state.sessions.update(identity.actor().as_ref(), SessionId(id.0), b.title, b.private).await?;
+        let s = state.sessions.update(identity.actor().as_ref(), SessionId(id.0), b.title.map(String::from), b.private).await?;
         Ok(Json((&s).into()))
     }
 
@@ -159,7 +159,7 @@ impl SessionsApi {
     /// 409 `session_not_ready`, 503 `unavailable`.
     #[oai(path = "/:id/messages", method = "post", operation_id = "send_message")]
     async fn send_message(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>, body: Json<MessageBody>) -> ApiResult<Accepted> {
-        state.sessions.send_prompt(identity.actor().as_ref(), SessionId(id.0), &body.text).await?;
+        state.sessions.send_prompt(identity.actor().as_ref(), SessionId(id.0), &body.text.0).await?;
         Ok(Accepted::Accepted)
     }
 
