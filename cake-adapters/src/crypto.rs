@@ -75,9 +75,9 @@ impl SecretCipher for AesCipher {
             .iter()
             .find(|(k, _)| *k == id)
             .ok_or_else(|| CoreError::internal(format!("unknown encryption key id {id}")))?;
-        cipher.decrypt(Nonce::from_slice(nonce), ct).map_err(|_| {
-            CoreError::internal("stored secrets cannot be decrypted: was BETTER_AUTH_SECRET changed?")
-        })
+        cipher
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| CoreError::internal("stored secrets cannot be decrypted: was BETTER_AUTH_SECRET changed?"))
     }
 }
 

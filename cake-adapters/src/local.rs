@@ -157,9 +157,7 @@ impl LocalRuntime {
         proc.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         kill_group(proc.pid, libc::SIGTERM);
         let mut exited = proc.exited.clone();
-        let graceful = tokio::time::timeout(self.config.stop_grace, exited.wait_for(|e| *e))
-            .await
-            .is_ok();
+        let graceful = tokio::time::timeout(self.config.stop_grace, exited.wait_for(|e| *e)).await.is_ok();
         if !graceful {
             kill_group(proc.pid, libc::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
@@ -173,7 +171,15 @@ impl LocalRuntime {
         let dir = self.session_dir(spec.session_id);
         let work = dir.join("work");
         let home = dir.join("home");
-        for d in [&work, &home, &home.join(".config"), &home.join(".local/share"), &home.join(".cache"), &home.join(".local/state"), &dir.join("tmp")] {
+        for d in [
+            &work,
+            &home,
+            &home.join(".config"),
+            &home.join(".local/share"),
+            &home.join(".cache"),
+            &home.join(".local/state"),
+            &dir.join("tmp"),
+        ] {
             tokio::fs::create_dir_all(d).await.map_err(CoreError::internal)?;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -217,7 +223,12 @@ impl LocalRuntime {
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let log_path = dir.join("opencode.log");
         let log = Arc::new(tokio::sync::Mutex::new(
-            tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.map_err(CoreError::internal)?,
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .await
+                .map_err(CoreError::internal)?,
         ));
         if let Some(stdout) = child.stdout.take() {
             let log = log.clone();
@@ -300,9 +311,12 @@ fn parse_handle(v: &serde_json::Value) -> Result<Handle> {
 #[async_trait]
 impl SessionRuntime for LocalRuntime {
     async fn provision(&self, spec: RuntimeSpec) -> Result<serde_json::Value> {
-        let existing = lock(&self.procs)
-            .get(&spec.session_id)
-            .map(|p| Handle { kind: "local".into(), session_id: spec.session_id.0, pid: p.pid, port: p.port });
+        let existing = lock(&self.procs).get(&spec.session_id).map(|p| Handle {
+            kind: "local".into(),
+            session_id: spec.session_id.0,
+            pid: p.pid,
+            port: p.port,
+        });
         let handle = match existing {
             Some(h) => h,
             None => self.spawn(&spec).await?,
@@ -317,7 +331,9 @@ impl SessionRuntime for LocalRuntime {
             .get(&id)
             .map(|p| p.ready.clone())
             .ok_or_else(|| CoreError::Unavailable("the OpenCode process is not running".into()))?;
-        let waited = tokio::time::timeout(self.config.ready_timeout, ready.wait_for(|r| !matches!(r, Readiness::Starting))).await;
+        let waited =
+            tokio::time::timeout(self.config.ready_timeout, ready.wait_for(|r| !matches!(r, Readiness::Starting)))
+                .await;
         let state = match waited.map(|r| r.map(|g| g.clone())) {
             Err(_) => {
                 self.stop(id).await;
@@ -352,10 +368,11 @@ impl SessionRuntime for LocalRuntime {
     async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()> {
         self.stop(session_id).await;
         // A process from a previous control-plane run that is somehow still alive.
-        if let Some(h) = handle.as_ref().and_then(|h| parse_handle(h).ok()) {
-            if alive(h.pid) && is_opencode(h.pid) {
-                kill_group(h.pid, libc::SIGKILL);
-            }
+        if let Some(h) = handle.as_ref().and_then(|h| parse_handle(h).ok())
+            && alive(h.pid)
+            && is_opencode(h.pid)
+        {
+            kill_group(h.pid, libc::SIGKILL);
         }
         let dir = self.session_dir(session_id);
         match tokio::fs::remove_dir_all(&dir).await {

@@ -113,9 +113,9 @@ mod tests {
         let mut a = hub.subscribe(s, None);
         let mut b = hub.subscribe(s, None);
         let mut ids: Vec<u64> = (0..3).map(|n| hub.publish(s, ev(n))).collect();
-        for n in 0..3 {
-            assert_eq!(a.live.next().await.unwrap().id, ids[n]);
-            assert_eq!(b.live.next().await.unwrap().id, ids[n]);
+        for &id in &ids {
+            assert_eq!(a.live.next().await.unwrap().id, id);
+            assert_eq!(b.live.next().await.unwrap().id, id);
         }
         ids.extend((3..5).map(|n| hub.publish(s, ev(n))));
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));

@@ -54,10 +54,7 @@ impl CoreError {
 
     /// Builds [`CoreError::InvalidInput`].
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
-        Self::InvalidInput {
-            field,
-            problem: problem.into(),
-        }
+        Self::InvalidInput { field, problem: problem.into() }
     }
 }
 

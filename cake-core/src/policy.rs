@@ -52,9 +52,7 @@ impl Decision {
             Decision::Allow => Ok(()),
             Decision::Deny(Denial::Unauthenticated) => Err(CoreError::Unauthenticated),
             Decision::Deny(Denial::Hidden) => Err(CoreError::NotFound(Resource::Session)),
-            Decision::Deny(Denial::Forbidden) => {
-                Err(CoreError::Forbidden("only the session's owner may do this"))
-            }
+            Decision::Deny(Denial::Forbidden) => Err(CoreError::Forbidden("only the session's owner may do this")),
         }
     }
 }
@@ -74,11 +72,7 @@ pub fn decide(actor: Option<&Actor>, owner: UserId, visibility: Visibility, acti
         Action::Write | Action::Delete => is_owner,
         Action::BrokerCredential { credential_owner } => is_owner && credential_owner == actor.id,
     };
-    if allowed {
-        Decision::Allow
-    } else {
-        Decision::Deny(Denial::Forbidden)
-    }
+    if allowed { Decision::Allow } else { Decision::Deny(Denial::Forbidden) }
 }
 
 /// Whether `actor` may administer the installation (providers, organisation defaults).
@@ -168,29 +162,16 @@ mod tests {
                 OtherAdmin => Some(Actor { id: other, role: Role::Admin }),
                 Anonymous => None,
             };
-            assert_eq!(
-                decide(actor.as_ref(), owner, vis, action),
-                expected,
-                "{who:?} {vis:?} {action:?}"
-            );
+            assert_eq!(decide(actor.as_ref(), owner, vis, action), expected, "{who:?} {vis:?} {action:?}");
         }
     }
 
     #[test]
     fn decisions_map_to_errors() {
         assert!(Decision::Allow.into_result().is_ok());
-        assert!(matches!(
-            Decision::Deny(Denial::Hidden).into_result(),
-            Err(CoreError::NotFound(Resource::Session))
-        ));
-        assert!(matches!(
-            Decision::Deny(Denial::Forbidden).into_result(),
-            Err(CoreError::Forbidden(_))
-        ));
-        assert!(matches!(
-            Decision::Deny(Denial::Unauthenticated).into_result(),
-            Err(CoreError::Unauthenticated)
-        ));
+        assert!(matches!(Decision::Deny(Denial::Hidden).into_result(), Err(CoreError::NotFound(Resource::Session))));
+        assert!(matches!(Decision::Deny(Denial::Forbidden).into_result(), Err(CoreError::Forbidden(_))));
+        assert!(matches!(Decision::Deny(Denial::Unauthenticated).into_result(), Err(CoreError::Unauthenticated)));
     }
 
     #[test]

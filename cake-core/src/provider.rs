@@ -29,10 +29,7 @@ impl ModelRef {
     /// Parses `provider/model` (the model part may itself contain `/`).
     pub fn parse(raw: &str) -> Result<Self, CoreError> {
         match raw.split_once('/') {
-            Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok(Self {
-                provider: p.to_owned(),
-                model: m.to_owned(),
-            }),
+            Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok(Self { provider: p.to_owned(), model: m.to_owned() }),
             _ => Err(CoreError::invalid("defaultModel", "must look like <providerId>/<modelId>")),
         }
     }
@@ -94,9 +91,7 @@ impl std::fmt::Debug for ProviderSettings {
 fn valid_provider_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// Calls `f` on every secret string of one provider object: `options.apiKey` and every value of
@@ -134,19 +129,13 @@ impl ProviderSettings {
             };
             for key in ["options", "models"] {
                 if obj.get(key).is_some_and(|v| !v.is_object()) {
-                    return Err(CoreError::invalid(
-                        "providers",
-                        format!("{id}.{key} must be an object"),
-                    ));
+                    return Err(CoreError::invalid("providers", format!("{id}.{key} must be an object")));
                 }
             }
-            if let Some(headers) = obj.get("options").and_then(|o| o.get("headers")) {
-                if !headers.is_object() {
-                    return Err(CoreError::invalid(
-                        "providers",
-                        format!("{id}.options.headers must be an object"),
-                    ));
-                }
+            if let Some(headers) = obj.get("options").and_then(|o| o.get("headers"))
+                && !headers.is_object()
+            {
+                return Err(CoreError::invalid("providers", format!("{id}.options.headers must be an object")));
             }
             let mut problem = None;
             let mut copy = p.clone();
@@ -165,17 +154,17 @@ impl ProviderSettings {
                 format!("provider {:?} is not configured", self.default_model.provider()),
             ));
         };
-        if let Some(models) = provider.get("models").and_then(Value::as_object) {
-            if !models.contains_key(self.default_model.model()) {
-                return Err(CoreError::invalid(
-                    "defaultModel",
-                    format!(
-                        "model {:?} is not among provider {:?}'s models",
-                        self.default_model.model(),
-                        self.default_model.provider()
-                    ),
-                ));
-            }
+        if let Some(models) = provider.get("models").and_then(Value::as_object)
+            && !models.contains_key(self.default_model.model())
+        {
+            return Err(CoreError::invalid(
+                "defaultModel",
+                format!(
+                    "model {:?} is not among provider {:?}'s models",
+                    self.default_model.model(),
+                    self.default_model.provider()
+                ),
+            ));
         }
         if self.permission.as_ref().is_some_and(|p| !p.is_object() && !p.is_string()) {
             return Err(CoreError::invalid("permission", "must be an OpenCode permission object"));

@@ -45,10 +45,7 @@ impl Title {
             return Err(CoreError::invalid("title", "must not be blank"));
         }
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(CoreError::invalid(
-                "title",
-                format!("must be at most {} characters", Self::MAX_CHARS),
-            ));
+            return Err(CoreError::invalid("title", format!("must be at most {} characters", Self::MAX_CHARS)));
         }
         if s.chars().any(char::is_control) {
             return Err(CoreError::invalid("title", "must not contain control characters"));
@@ -90,10 +87,7 @@ impl PromptText {
             return Err(CoreError::invalid(field, "must not be blank"));
         }
         if raw.chars().count() > Self::MAX_CHARS {
-            return Err(CoreError::invalid(
-                field,
-                format!("must be at most {} characters", Self::MAX_CHARS),
-            ));
+            return Err(CoreError::invalid(field, format!("must be at most {} characters", Self::MAX_CHARS)));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -122,11 +116,7 @@ impl Visibility {
 
     /// From the API's `private` flag.
     pub fn from_private(private: bool) -> Self {
-        if private {
-            Visibility::Private
-        } else {
-            Visibility::Public
-        }
+        if private { Visibility::Private } else { Visibility::Public }
     }
 }
 
@@ -148,13 +138,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 5] = [
-        Status::Provisioning,
-        Status::Starting,
-        Status::Ready,
-        Status::Failed,
-        Status::Deleting,
-    ];
+    pub const ALL: [Status; 5] =
+        [Status::Provisioning, Status::Starting, Status::Ready, Status::Failed, Status::Deleting];
 
     /// The stored and serialised spelling.
     pub fn as_str(self) -> &'static str {
@@ -324,10 +309,7 @@ impl Cursor {
 
     /// The cursor pointing after `session`.
     pub fn after(session: &Session) -> Self {
-        Self {
-            created_at_us: (session.created_at.unix_timestamp_nanos() / 1_000) as i64,
-            id: session.id,
-        }
+        Self { created_at_us: (session.created_at.unix_timestamp_nanos() / 1_000) as i64, id: session.id }
     }
 }
 
@@ -392,9 +374,7 @@ pub struct PermissionId(String);
 impl PermissionId {
     /// Parses a permission id so it can be put into an upstream path safely.
     pub fn parse(raw: &str) -> Result<Self, CoreError> {
-        if raw.is_empty()
-            || raw.len() > 100
-            || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        if raw.is_empty() || raw.len() > 100 || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(CoreError::invalid("permissionId", "is not a permission id"));
         }
@@ -457,10 +437,7 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_garbage() {
-        let c = Cursor {
-            created_at_us: 1_700_000_000_123_456,
-            id: SessionId(Uuid::new_v4()),
-        };
+        let c = Cursor { created_at_us: 1_700_000_000_123_456, id: SessionId(Uuid::new_v4()) };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         for bad in ["", "x", "1_", "_abc", "12_notauuid", "x_00000000000000000000000000000000"] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");

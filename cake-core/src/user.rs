@@ -128,10 +128,7 @@ pub struct User {
 impl User {
     /// The actor this user acts as.
     pub fn actor(&self) -> Actor {
-        Actor {
-            id: self.id,
-            role: self.role,
-        }
+        Actor { id: self.id, role: self.role }
     }
 }
 
@@ -158,18 +155,9 @@ mod tests {
 
     #[test]
     fn email_rejects_each_bad_input() {
-        for bad in [
-            "",
-            "   ",
-            "plain",
-            "@example.com",
-            "a@",
-            "a@b@c.com",
-            "a@nodot",
-            "a@.com",
-            "a@com.",
-            "a b@example.com",
-        ] {
+        for bad in
+            ["", "   ", "plain", "@example.com", "a@", "a@b@c.com", "a@nodot", "a@.com", "a@com.", "a b@example.com"]
+        {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

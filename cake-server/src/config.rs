@@ -85,11 +85,7 @@ pub struct Config {
 impl Config {
     /// The public URL, defaulting to `http://<listen>`.
     pub fn public_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-            .trim_end_matches('/')
-            .to_owned()
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
     }
 
     /// A configuration for tests and embedding: port 0 on loopback, everything else default.

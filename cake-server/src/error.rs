@@ -141,9 +141,8 @@ pub async fn envelope<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response
         text.trim().chars().take(500).collect()
     };
     let code = code_for_status(status);
-    let mut out = Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } })
-        .with_status(status)
-        .into_response();
+    let mut out =
+        Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } }).with_status(status).into_response();
     for (name, value) in parts.headers.iter() {
         if name != poem::http::header::CONTENT_TYPE && name != poem::http::header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

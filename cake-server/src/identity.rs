@@ -177,6 +177,9 @@ mod tests {
         assert!(s.verify("abc").is_none());
         assert!(header.contains("HttpOnly") && header.contains("SameSite=Lax") && !header.contains("Secure"));
         let secure = CookieSigner::new(SecretString::from("k".to_owned()), true, 60);
-        assert!(secure.set_cookie("t").starts_with("__Secure-better-auth.session_token=") && secure.set_cookie("t").contains("; Secure"));
+        assert!(
+            secure.set_cookie("t").starts_with("__Secure-better-auth.session_token=")
+                && secure.set_cookie("t").contains("; Secure")
+        );
     }
 }

@@ -65,11 +65,8 @@ pub fn normalize(raw: &str) -> Result<Vec<String>, PathError> {
 }
 
 fn encode_segment(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
@@ -155,13 +152,13 @@ pub async fn passthrough(req: &Request, Path((id, _rest)): Path<(String, String)
     };
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in req.headers() {
-        if forwardable_request_header(name) {
-            if let (Ok(n), Ok(v)) = (
+        if forwardable_request_header(name)
+            && let (Ok(n), Ok(v)) = (
                 reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()),
                 reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                headers.append(n, v);
-            }
+            )
+        {
+            headers.append(n, v);
         }
     }
     let upstream_body = reqwest::Body::wrap_stream(body.into_bytes_stream());
@@ -180,17 +177,17 @@ pub async fn passthrough(req: &Request, Path((id, _rest)): Path<(String, String)
             return error(StatusCode::BAD_GATEWAY, "unavailable", "the session's OpenCode did not answer");
         }
     };
-    let mut resp = Response::builder().status(StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
+    let mut resp =
+        Response::builder().status(StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
     let mut out_headers = HeaderMap::new();
     for (name, value) in upstream.headers() {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n) || n == "set-cookie" || n == "content-length" || n == "www-authenticate" {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (
-            poem::http::HeaderName::from_bytes(n.as_bytes()),
-            poem::http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
+        if let (Ok(n), Ok(v)) =
+            (poem::http::HeaderName::from_bytes(n.as_bytes()), poem::http::HeaderValue::from_bytes(value.as_bytes()))
+        {
             out_headers.append(n, v);
         }
     }

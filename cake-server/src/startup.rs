@@ -199,7 +199,13 @@ impl Application {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(app, async move { let _ = stopped.await; }, Some(Duration::from_secs(5)))
+                .run_with_graceful_shutdown(
+                    app,
+                    async move {
+                        let _ = stopped.await;
+                    },
+                    Some(Duration::from_secs(5)),
+                )
                 .await
         });
 
@@ -250,10 +256,10 @@ impl Application {
             local.shutdown().await;
         }
         self.pool.close().await;
-        if let Some(pg) = &self.embedded {
-            if let Err(e) = pg.stop().await {
-                tracing::error!(error = %e, "stopping embedded PostgreSQL failed");
-            }
+        if let Some(pg) = &self.embedded
+            && let Err(e) = pg.stop().await
+        {
+            tracing::error!(error = %e, "stopping embedded PostgreSQL failed");
         }
     }
 }
@@ -276,9 +282,10 @@ pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
     let metrics = state.metrics.clone();
     Route::new()
         .at("/api/sessions/:id/opencode/*rest", passthrough::passthrough)
-        .at("/api/openapi.json", poem::endpoint::make_sync(move |_| {
-            Response::builder().content_type("application/json").body(spec.clone())
-        }))
+        .at(
+            "/api/openapi.json",
+            poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
+        )
         .nest("/api/docs", docs)
         .nest("/api", service.around(limit_body).around(error::envelope))
         .at("/readyz", readyz)
@@ -325,7 +332,8 @@ async fn limit_body<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Respon
             let mut stream = req.take_body().into_bytes_stream();
             let mut buf = Vec::new();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| poem::Error::from_string(e.to_string(), poem::http::StatusCode::BAD_REQUEST))?;
+                let chunk =
+                    chunk.map_err(|e| poem::Error::from_string(e.to_string(), poem::http::StatusCode::BAD_REQUEST))?;
                 if buf.len() + chunk.len() > MAX_BODY {
                     return Ok(too_large());
                 }

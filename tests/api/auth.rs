@@ -56,7 +56,11 @@ async fn sign_in_get_session_and_sign_out() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with("better-auth.session_token=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    assert!(
+        cookie.starts_with("better-auth.session_token=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+    );
     let body: Value = ok.json().await.unwrap();
     assert!(body["token"].as_str().is_some_and(|t| t.len() >= 32));
     let session: Value = client.get(url("/api/auth/get-session")).send().await.unwrap().json().await.unwrap();
@@ -76,7 +80,8 @@ async fn sign_in_get_session_and_sign_out() {
     assert_eq!(out.status(), 200);
     // The cookie was cleared, and the server-side session is revoked too.
     assert_eq!(client.get(url("/api/me")).send().await.unwrap().status(), 401);
-    let replay = anonymous().get(url("/api/me")).header("cookie", cookie.split(';').next().unwrap()).send().await.unwrap();
+    let replay =
+        anonymous().get(url("/api/me")).header("cookie", cookie.split(';').next().unwrap()).send().await.unwrap();
     assert_eq!(replay.status(), 401, "a revoked session's cookie stops working");
     app.stop().await;
 }

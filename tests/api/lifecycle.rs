@@ -87,11 +87,7 @@ async fn sessions_end_to_end_on_real_opencode() {
     let ids: Vec<u64> = before_idle.iter().filter_map(|f| f.id.as_deref()?.parse().ok()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "frame ids increase");
     // The key the model received is the one stored before the masked PUT.
-    assert!(app
-        .model
-        .requests()
-        .iter()
-        .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {PROVIDER_KEY}"))));
+    assert!(app.model.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {PROVIDER_KEY}"))));
 
     let (status, messages) = admin.get(&format!("/api/sessions/{id}/messages")).await;
     assert_eq!(status, 200);
@@ -144,7 +140,8 @@ async fn sessions_end_to_end_on_real_opencode() {
     }
 
     // The owner may patch.
-    let (status, patched) = admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"title": "Renamed"}))).await;
+    let (status, patched) =
+        admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"title": "Renamed"}))).await;
     assert_eq!((status, patched["title"].as_str()), (200, Some("Renamed")));
 
     // Pass-through: OpenCode's own routes for the owner, reads for observers, never secrets.
@@ -167,12 +164,7 @@ async fn sessions_end_to_end_on_real_opencode() {
         "/global/config",
         "/auth/fake",
     ] {
-        let resp = admin
-            .client
-            .get(format!("{}/api/sessions/{id}/opencode{spelling}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let resp = admin.client.get(format!("{}/api/sessions/{id}/opencode{spelling}", app.base)).send().await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap();
         assert!((400..500).contains(&status), "{spelling} answered {status}");
@@ -184,7 +176,8 @@ async fn sessions_end_to_end_on_real_opencode() {
     assert_ne!(path["directory"], "/etc", "directory parameters are stripped: {path}");
 
     // A permission request (bash is "ask") can be answered.
-    let (status, _) = admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "RUNBASH please"}))).await;
+    let (status, _) =
+        admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "RUNBASH please"}))).await;
     assert_eq!(status, 202);
     let (asked, _) = events
         .until(ANSWER, |f| opencode_type(f) == Some("permission.asked"))
@@ -195,10 +188,7 @@ async fn sessions_end_to_end_on_real_opencode() {
         .send("POST", &format!("/api/sessions/{id}/permissions/{permission_id}"), Some(json!({"reply": "once"})))
         .await;
     assert_eq!(status, 204, "{body}");
-    events
-        .until(ANSWER, |f| opencode_type(f) == Some("permission.replied"))
-        .await
-        .expect("the reply reaches OpenCode");
+    events.until(ANSWER, |f| opencode_type(f) == Some("permission.replied")).await.expect("the reply reaches OpenCode");
     events.until(ANSWER, |f| opencode_type(f) == Some("session.idle")).await.expect("the agent finishes");
     let (_, messages) = admin.get(&format!("/api/sessions/{id}/messages")).await;
     assert!(messages.to_string().contains("cake-tool-ok"), "the tool ran after the permission was granted");
@@ -214,7 +204,8 @@ async fn sessions_end_to_end_on_real_opencode() {
     std::process::Command::new("kill").args(["-9", victim.trim()]).status().unwrap();
     let failed = admin.wait_status(&pid, "failed", Duration::from_secs(5)).await;
     assert!(failed["statusReason"].as_str().unwrap().contains("signal 9"), "{failed}");
-    let (status, body) = admin.send("POST", &format!("/api/sessions/{pid}/messages"), Some(json!({"text": "hi"}))).await;
+    let (status, body) =
+        admin.send("POST", &format!("/api/sessions/{pid}/messages"), Some(json!({"text": "hi"}))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("session_not_ready")));
 
     // Delete leaves no process and no files, then the session is gone.

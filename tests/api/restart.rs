@@ -19,7 +19,12 @@ async fn sign_in(base: &str) -> TestUser {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    TestUser { client, base: base.into(), id: body["user"]["id"].as_str().unwrap().into(), email: "gina@example.com".into() }
+    TestUser {
+        client,
+        base: base.into(),
+        id: body["user"]["id"].as_str().unwrap().into(),
+        email: "gina@example.com".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

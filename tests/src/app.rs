@@ -183,7 +183,8 @@ impl TestUser {
 
     /// Opens the session's event stream.
     pub async fn events(&self, id: &str, last_event_id: Option<&str>) -> SseReader {
-        let mut req = self.client.get(format!("{}/api/sessions/{id}/events", self.base)).timeout(Duration::from_secs(600));
+        let mut req =
+            self.client.get(format!("{}/api/sessions/{id}/events", self.base)).timeout(Duration::from_secs(600));
         if let Some(l) = last_event_id {
             req = req.header("Last-Event-ID", l);
         }

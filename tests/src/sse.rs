@@ -56,7 +56,11 @@ impl SseReader {
     }
 
     /// Reads frames until `pred` matches one (returning it) or `timeout` passes.
-    pub async fn until(&mut self, timeout: Duration, mut pred: impl FnMut(&SseFrame) -> bool) -> Option<(SseFrame, Vec<SseFrame>)> {
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&SseFrame) -> bool,
+    ) -> Option<(SseFrame, Vec<SseFrame>)> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {

@@ -71,9 +71,7 @@ fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         })
         .unwrap_or(false)
 }
@@ -95,13 +93,8 @@ impl EmbeddedPostgres {
         if as_postgres_user {
             run("chown", Command::new("chown").arg("-R").arg("postgres:postgres").arg(&root)).await?;
         }
-        let mut this = Self {
-            root: root.clone(),
-            bin,
-            port: 0,
-            password: SecretString::from(String::new()),
-            as_postgres_user,
-        };
+        let mut this =
+            Self { root: root.clone(), bin, port: 0, password: SecretString::from(String::new()), as_postgres_user };
         if !data.join("PG_VERSION").exists() {
             let mut bytes = [0u8; 24];
             rand::rng().fill_bytes(&mut bytes);
@@ -118,7 +111,8 @@ impl EmbeddedPostgres {
                 .arg(format!("--pwfile={}", pw_file.display()));
             run("initdb", &mut cmd).await?;
             // Loopback TCP only; no Unix socket (its path length limit would bite deep data dirs).
-            let conf = "\n# cake-agents embedded cluster\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n";
+            let conf =
+                "\n# cake-agents embedded cluster\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n";
             let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
             std::io::Write::write_all(&mut f, conf.as_bytes())?;
         }
@@ -175,9 +169,8 @@ impl EmbeddedPostgres {
     /// Creates database `name` if it does not exist.
     pub async fn ensure_database(&self, name: &str) -> Result<(), EmbeddedError> {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await.map_err(|e| EmbeddedError::Command {
-            what: "connecting to the embedded cluster",
-            detail: e.to_string(),
+        let mut conn = sqlx::PgConnection::connect(&self.url("postgres")).await.map_err(|e| {
+            EmbeddedError::Command { what: "connecting to the embedded cluster", detail: e.to_string() }
         })?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(name)
@@ -196,11 +189,7 @@ impl EmbeddedPostgres {
 
     /// A connection URL for database `db` (contains the password: never log it).
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://cake:{}@127.0.0.1:{}/{db}",
-            self.password.expose_secret(),
-            self.port
-        )
+        format!("postgres://cake:{}@127.0.0.1:{}/{db}", self.password.expose_secret(), self.port)
     }
 
     /// The loopback port the cluster listens on.
@@ -239,19 +228,15 @@ impl EmbeddedPostgres {
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     std::io::Write::write_all(&mut f, content.as_bytes())
 }
 
 async fn run(what: &'static str, cmd: &mut Command) -> Result<(), EmbeddedError> {
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output())
-        .await
-        .map_err(|_| EmbeddedError::Command { what, detail: "timed out after 120 s".into() })??;
+    let out =
+        tokio::time::timeout(Duration::from_secs(120), cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output())
+            .await
+            .map_err(|_| EmbeddedError::Command { what, detail: "timed out after 120 s".into() })??;
     if out.status.success() {
         Ok(())
     } else {

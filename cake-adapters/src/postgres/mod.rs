@@ -1,8 +1,8 @@
 //! PostgreSQL: every durable piece of state (DESIGN.md). Repositories use sqlx's checked
 //! queries; the offline data in `.sqlx/` lets builds run without a database.
 
-pub mod embedded;
 mod auth_repository;
+pub mod embedded;
 mod provider_repository;
 mod session_repository;
 mod user_repository;
@@ -13,8 +13,8 @@ pub use session_repository::PgSessionRepository;
 pub use user_repository::PgUserRepository;
 
 use cake_core::CoreError;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -36,13 +36,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 /// Maps a database error into the domain: named unique violations become conflicts with a
 /// stable code, unreachable databases become `Unavailable`, the rest `Internal`.
 pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.constraint() == Some("users_email_key") {
-            return CoreError::Conflict {
-                code: "email_taken",
-                message: "an account with this email already exists".into(),
-            };
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.constraint() == Some("users_email_key")
+    {
+        return CoreError::Conflict {
+            code: "email_taken",
+            message: "an account with this email already exists".into(),
+        };
     }
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {

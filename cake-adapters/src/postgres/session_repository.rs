@@ -60,7 +60,8 @@ impl TryFrom<SessionRow> for Session {
 }
 
 /// Where a first page starts: after everything.
-const PAGE_START: (OffsetDateTime, Uuid) = (OffsetDateTime::new_utc(time::macros::date!(9999 - 12 - 31), time::Time::MIDNIGHT), Uuid::max());
+const PAGE_START: (OffsetDateTime, Uuid) =
+    (OffsetDateTime::new_utc(time::macros::date!(9999 - 12 - 31), time::Time::MIDNIGHT), Uuid::max());
 
 fn cursor_bounds(after: Option<Cursor>) -> Result<(OffsetDateTime, Uuid)> {
     match after {
@@ -240,10 +241,7 @@ impl SessionRepository for PgSessionRepository {
     }
 
     async fn delete(&self, id: SessionId) -> Result<()> {
-        sqlx::query!("DELETE FROM sessions WHERE id = $1", id.0)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        sqlx::query!("DELETE FROM sessions WHERE id = $1", id.0).execute(&self.pool).await.map_err(db_err)?;
         Ok(())
     }
 

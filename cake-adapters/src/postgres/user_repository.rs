@@ -30,10 +30,7 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, user: NewUser) -> Result<User> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // Serialise sign-ups so exactly one first user becomes admin.
-        sqlx::query!("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query!("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await.map_err(db_err)?;
         let row = sqlx::query!(
             r#"INSERT INTO users (id, email, name, role, password_hash)
                VALUES ($1, $2, $3,
@@ -61,8 +58,7 @@ impl UserRepository for PgUserRepository {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.map(|r| Ok((user_from(r.id, r.email, r.name, &r.role, r.created_at)?, r.password_hash)))
-            .transpose()
+        row.map(|r| Ok((user_from(r.id, r.email, r.name, &r.role, r.created_at)?, r.password_hash))).transpose()
     }
 
     async fn get(&self, id: UserId) -> Result<Option<User>> {

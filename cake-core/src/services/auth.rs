@@ -6,7 +6,9 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::error::Resource;
-use crate::ports::{ApiToken, AuthRepository, AuthSession, Clock, NewUser, PasswordHasher, TokenGenerator, UserRepository};
+use crate::ports::{
+    ApiToken, AuthRepository, AuthSession, Clock, NewUser, PasswordHasher, TokenGenerator, UserRepository,
+};
 use crate::user::{Actor, Email, Role, User, UserName};
 use crate::{CoreError, Result, policy};
 
@@ -26,11 +28,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            admin_emails: HashSet::new(),
-            email_and_password: true,
-            session_ttl: Duration::days(7),
-        }
+        Self { admin_emails: HashSet::new(), email_and_password: true, session_ttl: Duration::days(7) }
     }
 }
 
@@ -73,11 +71,7 @@ impl AuthService {
     }
 
     fn password_enabled(&self) -> Result<()> {
-        if self.config.email_and_password {
-            Ok(())
-        } else {
-            Err(CoreError::Disabled("email and password sign-in"))
-        }
+        if self.config.email_and_password { Ok(()) } else { Err(CoreError::Disabled("email and password sign-in")) }
     }
 
     /// Creates an account with a password and signs it in. The first account of an empty
@@ -88,10 +82,7 @@ impl AuthService {
         let name = UserName::parse(name)?;
         let len = password.expose_secret().chars().count();
         if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
-            return Err(CoreError::invalid(
-                "password",
-                format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
-            ));
+            return Err(CoreError::invalid("password", format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
         }
         let role = if self.config.admin_emails.contains(email.as_ref()) { Role::Admin } else { Role::Member };
         let hash = self.hasher.hash(&password)?;
@@ -181,7 +172,8 @@ impl AuthService {
 
 /// A valid argon2id hash of a random password, verified against when an email is unknown so
 /// both answers take the same time.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0CkR9mdJzlxR2Gdb3xZ9zOJcVQ4tk5TPlVS6wO2UgyE";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0CkR9mdJzlxR2Gdb3xZ9zOJcVQ4tk5TPlVS6wO2UgyE";
 
 #[cfg(test)]
 mod tests {
@@ -228,9 +220,8 @@ mod tests {
         let mut users = MockUserRepository::new();
         users.expect_create().withf(|u| u.role == Role::Admin).returning(|_| Ok(user(Role::Admin)));
         let mut auth = MockAuthRepository::new();
-        auth.expect_create_browser_session().returning(|u, _, e| {
-            Ok(AuthSession { id: Uuid::nil(), user_id: u, expires_at: e })
-        });
+        auth.expect_create_browser_session()
+            .returning(|u, _, e| Ok(AuthSession { id: Uuid::nil(), user_id: u, expires_at: e }));
         let mut hasher = MockPasswordHasher::new();
         hasher.expect_hash().returning(|_| Ok("h".into()));
         let svc = service(users, auth, hasher);
@@ -241,9 +232,9 @@ mod tests {
     #[test]
     fn unknown_email_and_wrong_password_look_the_same() {
         let mut users = MockUserRepository::new();
-        users.expect_find_by_email().returning(|e| {
-            Ok((e.as_ref() == "a@example.com").then(|| (user(Role::Member), Some("real".into()))))
-        });
+        users
+            .expect_find_by_email()
+            .returning(|e| Ok((e.as_ref() == "a@example.com").then(|| (user(Role::Member), Some("real".into())))));
         let mut hasher = MockPasswordHasher::new();
         // The hash is verified in both cases, so both take the same time.
         hasher.expect_verify().times(2).returning(|_, _| false);

@@ -84,7 +84,10 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(futures::executor::block_on(svc.get(Some(&member))), Err(CoreError::Forbidden(_))));
-        assert!(matches!(futures::executor::block_on(svc.put(Some(&member), s.providers, "p/m", None)), Err(CoreError::Forbidden(_))));
+        assert!(matches!(
+            futures::executor::block_on(svc.put(Some(&member), s.providers, "p/m", None)),
+            Err(CoreError::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -7,14 +7,14 @@ use serde_json::Value;
 
 use crate::error::Resource;
 use crate::events::{FrameData, event_type, opencode_session_of};
+use crate::policy::{self, Action};
 use crate::ports::{
     DataPlane, Endpoint, EventHub, IdGenerator, NewSession, RuntimeEvent, RuntimeSpec, SessionRepository,
     SessionRuntime, SessionUpdate, Spawner, Subscription, TokenGenerator,
 };
-use crate::policy::{self, Action};
 use crate::session::{
-    Activity, Cursor, Limit, ListFilter, Page, PermissionId, PermissionReply, PromptText, Session, SessionId,
-    Status, Title, Visibility,
+    Activity, Cursor, Limit, ListFilter, Page, PermissionId, PermissionReply, PromptText, Session, SessionId, Status,
+    Title, Visibility,
 };
 use crate::user::Actor;
 use crate::{CoreError, Result};
@@ -91,13 +91,7 @@ fn not_ready(session: &Session) -> CoreError {
 impl SessionService {
     /// Wires the service.
     pub fn new(deps: SessionDeps) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                deps,
-                live: Mutex::new(HashMap::new()),
-                pumps: Mutex::new(HashMap::new()),
-            }),
-        }
+        Self { inner: Arc::new(Inner { deps, live: Mutex::new(HashMap::new()), pumps: Mutex::new(HashMap::new()) }) }
     }
 
     fn deps(&self) -> &SessionDeps {
@@ -107,12 +101,7 @@ impl SessionService {
     /// Loads a session and checks `action` against the policy.
     async fn authorize(&self, actor: Option<&Actor>, id: SessionId, action: Action) -> Result<Session> {
         policy::signed_in(actor)?;
-        let session = self
-            .deps()
-            .sessions
-            .get(id)
-            .await?
-            .ok_or(CoreError::NotFound(Resource::Session))?;
+        let session = self.deps().sessions.get(id).await?.ok_or(CoreError::NotFound(Resource::Session))?;
         policy::decide(actor, session.owner.id, session.visibility, action).into_result()?;
         Ok(session)
     }
@@ -122,11 +111,7 @@ impl SessionService {
     pub async fn create(&self, actor: Option<&Actor>, req: CreateSession) -> Result<Session> {
         let actor = policy::signed_in(actor)?;
         let title = Title::parse_optional(req.title.as_deref())?;
-        let prompt = req
-            .initial_prompt
-            .as_deref()
-            .map(|p| PromptText::parse("initialUserPrompt", p))
-            .transpose()?;
+        let prompt = req.initial_prompt.as_deref().map(|p| PromptText::parse("initialUserPrompt", p)).transpose()?;
         if self.deps().providers.current().await?.is_none() {
             return Err(CoreError::Conflict {
                 code: "no_provider",
@@ -329,9 +314,7 @@ impl SessionService {
 
     async fn set_status(&self, id: SessionId, to: Status, mut update: SessionUpdate) -> Result<Session> {
         update.status = Some(to);
-        let session = self
-            .update_current(id, |s| s.status.transition(to).map(|_| ()), update)
-            .await?;
+        let session = self.update_current(id, |s| s.status.transition(to).map(|_| ()), update).await?;
         self.publish_status(&session);
         Ok(session)
     }
@@ -349,8 +332,7 @@ impl SessionService {
             if gone {
                 let _ = self.deps().runtime.teardown(id, None).await;
             } else {
-                self.mark_failed(id, &format!("could not start the session's runtime: {}", describe(&e)))
-                    .await;
+                self.mark_failed(id, &format!("could not start the session's runtime: {}", describe(&e))).await;
             }
         }
     }
@@ -376,7 +358,11 @@ impl SessionService {
         self.set_status(
             id,
             Status::Starting,
-            SessionUpdate { runtime_handle: Some(Some(handle.clone())), status_reason: Some(None), ..Default::default() },
+            SessionUpdate {
+                runtime_handle: Some(Some(handle.clone())),
+                status_reason: Some(None),
+                ..Default::default()
+            },
         )
         .await?;
         let endpoint = self.deps().runtime.wait_ready(&handle).await?;
@@ -387,12 +373,8 @@ impl SessionService {
         let live = Live { endpoint, opencode_session: opencode_session.clone() };
         lock(&self.inner.live).insert(id, live.clone());
         self.spawn_pump(id, live.clone());
-        let activity = self
-            .deps()
-            .data_plane
-            .activity(&live.endpoint, &opencode_session)
-            .await
-            .unwrap_or(Activity::Idle);
+        let activity =
+            self.deps().data_plane.activity(&live.endpoint, &opencode_session).await.unwrap_or(Activity::Idle);
         self.set_status(
             id,
             Status::Ready,
@@ -431,7 +413,8 @@ impl SessionService {
             match item {
                 crate::ports::UpstreamEvent::Connected => {
                     // Resynchronise: events may have been missed while disconnected.
-                    if let Ok(activity) = self.deps().data_plane.activity(&live.endpoint, &live.opencode_session).await {
+                    if let Ok(activity) = self.deps().data_plane.activity(&live.endpoint, &live.opencode_session).await
+                    {
                         self.set_activity(id, activity).await;
                     }
                 }

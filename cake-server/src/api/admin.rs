@@ -29,7 +29,11 @@ impl AdminApi {
     ///
     /// Errors: `unauthenticated` (401), `not_admin` (403), `not_found` (404) when none is configured.
     #[oai(path = "/providers", method = "get", operation_id = "get_providers")]
-    async fn get_providers(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>) -> ApiResult<Json<ProvidersDto>> {
+    async fn get_providers(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<ProvidersDto>> {
         match state.providers.get(identity.actor().as_ref()).await? {
             Some(s) => Ok(Json(to_dto(s))),
             None => Err(ApiError::NotFound(Json(crate::error::ErrorBody {
@@ -47,7 +51,12 @@ impl AdminApi {
     /// `%%SECRET%%` keeps the stored value. Errors: `unauthenticated` (401), `not_admin` (403),
     /// `invalid_input` (400).
     #[oai(path = "/providers", method = "put", operation_id = "put_providers")]
-    async fn put_providers(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<ProvidersDto>) -> ApiResult<Json<ProvidersDto>> {
+    async fn put_providers(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        body: Json<ProvidersDto>,
+    ) -> ApiResult<Json<ProvidersDto>> {
         let b = body.0;
         let saved = state
             .providers

@@ -75,7 +75,11 @@ impl AuthApi {
 
     /// The current browser session and its user, or `null`.
     #[oai(path = "/get-session", method = "get", operation_id = "get_session")]
-    async fn get_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>) -> ApiResult<Json<Option<SessionAndUser>>> {
+    async fn get_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<Option<SessionAndUser>>> {
         let Some(token) = &identity.cookie_token else { return Ok(Json(None)) };
         let found = state.auth.session_for_token(token).await?;
         Ok(Json(found.map(|(session, user)| SessionAndUser {

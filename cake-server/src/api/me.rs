@@ -46,7 +46,12 @@ impl MeApi {
     ///
     /// Errors: `unauthenticated` (401), `invalid_input` (400).
     #[oai(path = "/tokens", method = "post", operation_id = "create_token")]
-    async fn create_token(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<CreateTokenBody>) -> ApiResult<TokenCreated> {
+    async fn create_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        body: Json<CreateTokenBody>,
+    ) -> ApiResult<TokenCreated> {
         let (t, secret) = state.auth.create_api_token(identity.actor().as_ref(), &body.name.0).await?;
         Ok(TokenCreated::Created(Json(CreatedToken {
             id: t.id,
@@ -60,7 +65,11 @@ impl MeApi {
     ///
     /// Errors: `unauthenticated` (401).
     #[oai(path = "/tokens", method = "get", operation_id = "list_tokens")]
-    async fn list_tokens(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>) -> ApiResult<Json<Vec<TokenDto>>> {
+    async fn list_tokens(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<Vec<TokenDto>>> {
         let tokens = state.auth.list_api_tokens(identity.actor().as_ref()).await?;
         Ok(Json(tokens.into_iter().map(Into::into).collect()))
     }
@@ -69,7 +78,12 @@ impl MeApi {
     ///
     /// Errors: `unauthenticated` (401), `token_not_found` (404).
     #[oai(path = "/tokens/:id", method = "delete", operation_id = "delete_token")]
-    async fn delete_token(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>) -> ApiResult<NoContent> {
+    async fn delete_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<NoContent> {
         state.auth.delete_api_token(identity.actor().as_ref(), id.0).await?;
         Ok(NoContent::Done)
     }

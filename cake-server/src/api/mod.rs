@@ -13,7 +13,6 @@ pub mod strict;
 use poem_openapi::{OpenApiService, Tags};
 use serde_json::{Value, json};
 
-
 /// Tags group operations in the docs and in generated clients.
 #[derive(Tags)]
 pub enum ApiTags {

@@ -70,7 +70,12 @@ impl SessionsApi {
     /// soon as it is ready. Errors: `unauthenticated` (401), `invalid_input`/`invalid_request`
     /// (400), `no_provider` (409) while no model provider is configured.
     #[oai(path = "/", method = "post", operation_id = "create_session")]
-    async fn create_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, body: Json<CreateSessionBody>) -> ApiResult<SessionCreated> {
+    async fn create_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        body: Json<CreateSessionBody>,
+    ) -> ApiResult<SessionCreated> {
         let b = body.0;
         let req = CreateSession {
             title: b.title.map(String::from),
@@ -88,7 +93,8 @@ impl SessionsApi {
     /// appear. Errors: `unauthenticated` (401), `invalid_input` (400) for a bad cursor or limit.
     #[oai(path = "/", method = "get", operation_id = "list_sessions")]
     async fn list_sessions(
-        &self, state: Data<&Arc<AppState>>,
+        &self,
+        state: Data<&Arc<AppState>>,
         identity: Data<&Identity>,
         visibility: Query<Option<VisibilityFilter>>,
         /// Page size, 1 to 200 (default 50).
@@ -115,7 +121,12 @@ impl SessionsApi {
     /// Errors: `unauthenticated` (401), `session_not_found` (404, also for someone else's
     /// private session).
     #[oai(path = "/:id", method = "get", operation_id = "get_session_by_id")]
-    async fn get_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>) -> ApiResult<Json<SessionDto>> {
+    async fn get_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<SessionDto>> {
         let s = state.sessions.get(identity.actor().as_ref(), SessionId(id.0)).await?;
         Ok(Json((&s).into()))
     }
@@ -126,13 +137,17 @@ impl SessionsApi {
     /// 409 `concurrent_update`.
     #[oai(path = "/:id", method = "patch", operation_id = "update_session")]
     async fn update_session(
-        &self, state: Data<&Arc<AppState>>,
+        &self,
+        state: Data<&Arc<AppState>>,
         identity: Data<&Identity>,
         id: Path<Uuid>,
         body: Json<PatchSessionBody>,
     ) -> ApiResult<Json<SessionDto>> {
         let b = body.0;
-        let s = state.sessions.update(identity.actor().as_ref(), SessionId(id.0), b.title.map(String::from), b.private).await?;
+        let s = state
+            .sessions
+            .update(identity.actor().as_ref(), SessionId(id.0), b.title.map(String::from), b.private)
+            .await?;
         Ok(Json((&s).into()))
     }
 
@@ -140,7 +155,12 @@ impl SessionsApi {
     ///
     /// Errors: 401, 404 `session_not_found`, 403 `not_owner`.
     #[oai(path = "/:id", method = "delete", operation_id = "delete_session")]
-    async fn delete_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>) -> ApiResult<NoContent> {
+    async fn delete_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<NoContent> {
         state.sessions.delete(identity.actor().as_ref(), SessionId(id.0)).await?;
         Ok(NoContent::Done)
     }
@@ -149,7 +169,12 @@ impl SessionsApi {
     ///
     /// Errors: 401, 404 `session_not_found`, 409 `session_not_ready`, 503 `unavailable`.
     #[oai(path = "/:id/messages", method = "get", operation_id = "list_messages")]
-    async fn list_messages(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>) -> ApiResult<Json<serde_json::Value>> {
+    async fn list_messages(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<serde_json::Value>> {
         Ok(Json(state.sessions.messages(identity.actor().as_ref(), SessionId(id.0)).await?))
     }
 
@@ -158,7 +183,13 @@ impl SessionsApi {
     /// Errors: 401, 404 `session_not_found`, 403 `not_owner`, 400 `invalid_input`,
     /// 409 `session_not_ready`, 503 `unavailable`.
     #[oai(path = "/:id/messages", method = "post", operation_id = "send_message")]
-    async fn send_message(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>, body: Json<MessageBody>) -> ApiResult<Accepted> {
+    async fn send_message(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+        body: Json<MessageBody>,
+    ) -> ApiResult<Accepted> {
         state.sessions.send_prompt(identity.actor().as_ref(), SessionId(id.0), &body.text.0).await?;
         Ok(Accepted::Accepted)
     }
@@ -167,7 +198,12 @@ impl SessionsApi {
     ///
     /// Errors: 401, 404 `session_not_found`, 403 `not_owner`, 409 `session_not_ready`.
     #[oai(path = "/:id/abort", method = "post", operation_id = "abort_session")]
-    async fn abort_session(&self, state: Data<&Arc<AppState>>, identity: Data<&Identity>, id: Path<Uuid>) -> ApiResult<NoContent> {
+    async fn abort_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<NoContent> {
         state.sessions.abort(identity.actor().as_ref(), SessionId(id.0)).await?;
         Ok(NoContent::Done)
     }
@@ -178,7 +214,8 @@ impl SessionsApi {
     /// 404 `session_not_found`, 403 `not_owner`, 400 `invalid_input`, 409 `session_not_ready`.
     #[oai(path = "/:id/permissions/:permission_id", method = "post", operation_id = "reply_permission")]
     async fn reply_permission(
-        &self, state: Data<&Arc<AppState>>,
+        &self,
+        state: Data<&Arc<AppState>>,
         identity: Data<&Identity>,
         id: Path<Uuid>,
         #[oai(name = "permissionId")] permission_id: Path<String>,
@@ -189,10 +226,7 @@ impl SessionsApi {
             ReplyDto::Always => PermissionReply::Always,
             ReplyDto::Reject => PermissionReply::Reject,
         };
-        state
-            .sessions
-            .reply_permission(identity.actor().as_ref(), SessionId(id.0), &permission_id.0, reply)
-            .await?;
+        state.sessions.reply_permission(identity.actor().as_ref(), SessionId(id.0), &permission_id.0, reply).await?;
         Ok(NoContent::Done)
     }
 
@@ -204,7 +238,8 @@ impl SessionsApi {
     /// comments every 15 s. Errors: 401, 404 `session_not_found`.
     #[oai(path = "/:id/events", method = "get", operation_id = "stream_session_events")]
     async fn stream_events(
-        &self, state: Data<&Arc<AppState>>,
+        &self,
+        state: Data<&Arc<AppState>>,
         identity: Data<&Identity>,
         id: Path<Uuid>,
         /// The last frame id seen, to resume after it.
@@ -226,9 +261,9 @@ impl SessionsApi {
                 frame_to_dto(f)
             })
             .boxed();
-        Ok(EventStream::new(stream).keep_alive(KEEP_ALIVE).to_event(|f| {
-            Event::message(f.data.to_string()).event_type(f.event).id(f.id.to_string())
-        }))
+        Ok(EventStream::new(stream)
+            .keep_alive(KEEP_ALIVE)
+            .to_event(|f| Event::message(f.data.to_string()).event_type(f.event).id(f.id.to_string())))
     }
 }
 
