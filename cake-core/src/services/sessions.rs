@@ -539,3 +539,7 @@ fn describe(e: &CoreError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+#[path = "sessions_tests.rs"]
+mod tests;

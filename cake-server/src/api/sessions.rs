@@ -212,7 +212,7 @@ impl SessionsApi {
     ///
     /// `permissionId` comes from an `opencode` event of type `permission.asked`. Errors: 401,
     /// 404 `session_not_found`, 403 `not_owner`, 400 `invalid_input`, 409 `session_not_ready`.
-    #[oai(path = "/:id/permissions/:permission_id", method = "post", operation_id = "reply_permission")]
+    #[oai(path = "/:id/permissions/:permissionId", method = "post", operation_id = "reply_permission")]
     async fn reply_permission(
         &self,
         state: Data<&Arc<AppState>>,

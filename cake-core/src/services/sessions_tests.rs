@@ -1,0 +1,320 @@
+//! Unit tests of the session use cases with mocked ports: what must happen, and what must not
+//! (`times(0)`), for each rule.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use mockall::predicate::eq;
+use secrecy::SecretString;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+use crate::ports::{
+    MockDataPlane, MockEventHub, MockIdGenerator, MockProviderRepository, MockSecretCipher, MockSessionRepository,
+    MockSessionRuntime, MockTokenGenerator, Spawner,
+};
+use crate::session::{OwnerSummary, RuntimeState};
+use crate::user::{Role, UserId};
+
+const OWNER: UserId = UserId(Uuid::from_u128(1));
+const OTHER: UserId = UserId(Uuid::from_u128(2));
+const SID: SessionId = SessionId(Uuid::from_u128(42));
+
+fn actor(id: UserId) -> Actor {
+    Actor { id, role: Role::Member }
+}
+
+fn session(status: Status, visibility: Visibility) -> Session {
+    Session {
+        id: SID,
+        title: "t".into(),
+        visibility,
+        owner: OwnerSummary { id: OWNER, name: "o".into(), email: "o@example.com".into() },
+        status,
+        activity: Activity::Idle,
+        status_reason: None,
+        version: 1,
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        updated_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
+/// Collects spawned tasks so a test can run them when it chooses.
+#[derive(Default, Clone)]
+struct Collect(Arc<Mutex<Vec<BoxFuture<'static, ()>>>>);
+
+impl Spawner for Collect {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.0.lock().unwrap().push(task);
+    }
+}
+
+impl Collect {
+    fn take(&self) -> Vec<BoxFuture<'static, ()>> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+struct Mocks {
+    repo: MockSessionRepository,
+    providers: MockProviderRepository,
+    runtime: MockSessionRuntime,
+    data_plane: MockDataPlane,
+    hub: MockEventHub,
+}
+
+impl Mocks {
+    fn new(provider_configured: bool) -> Self {
+        let mut providers = MockProviderRepository::new();
+        providers.expect_load().returning(move || {
+            Ok(provider_configured.then(|| {
+                serde_json::to_vec(&json!({
+                    "providers": {"p": {"options": {"apiKey": "k"}}}, "defaultModel": "p/m"
+                }))
+                .unwrap()
+            }))
+        });
+        let mut hub = MockEventHub::new();
+        hub.expect_publish().returning(|_, _| 1);
+        hub.expect_close().returning(|_| ());
+        Self {
+            repo: MockSessionRepository::new(),
+            providers,
+            runtime: MockSessionRuntime::new(),
+            data_plane: MockDataPlane::new(),
+            hub,
+        }
+    }
+
+    fn build(self, spawner: Collect) -> SessionService {
+        let mut cipher = MockSecretCipher::new();
+        cipher.expect_decrypt().returning(|c| Ok(c.to_vec()));
+        cipher.expect_encrypt().returning(|c| Ok(c.to_vec()));
+        let mut tokens = MockTokenGenerator::new();
+        tokens.expect_generate().returning(|| SecretString::from("pw".to_owned()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(|| SID.0);
+        SessionService::new(SessionDeps {
+            sessions: Arc::new(self.repo),
+            providers: ProviderService::new(Arc::new(self.providers), Arc::new(cipher)),
+            runtime: Arc::new(self.runtime),
+            data_plane: Arc::new(self.data_plane),
+            hub: Arc::new(self.hub),
+            tokens: Arc::new(tokens),
+            ids: Arc::new(ids),
+            spawner: Arc::new(spawner),
+        })
+    }
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(f)
+}
+
+#[test]
+fn create_without_provider_is_refused_and_creates_nothing() {
+    let mut m = Mocks::new(false);
+    m.repo.expect_create().times(0);
+    m.runtime.expect_provision().times(0);
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    let req = CreateSession { title: None, visibility: Visibility::Private, initial_prompt: None };
+    let err = run(svc.create(Some(&actor(OWNER)), req)).unwrap_err();
+    assert!(matches!(err, CoreError::Conflict { code: "no_provider", .. }));
+    assert!(spawner.take().is_empty());
+}
+
+#[test]
+fn anonymous_cannot_create() {
+    let mut m = Mocks::new(true);
+    m.repo.expect_create().times(0);
+    let svc = m.build(Collect::default());
+    let req = CreateSession { title: None, visibility: Visibility::Public, initial_prompt: None };
+    assert!(matches!(run(svc.create(None, req)), Err(CoreError::Unauthenticated)));
+}
+
+#[test]
+fn create_stores_the_first_prompt_and_starts_in_the_background() {
+    let mut m = Mocks::new(true);
+    m.repo
+        .expect_create()
+        .withf(|n| n.owner == OWNER && n.pending_prompt.as_deref() == Some("hello") && n.visibility.is_private())
+        .times(1)
+        .returning(|_| Ok(session(Status::Provisioning, Visibility::Private)));
+    // Provisioning happens in the spawned task, not during the request.
+    m.runtime.expect_provision().times(0);
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    let req = CreateSession {
+        title: Some("t".into()),
+        visibility: Visibility::Private,
+        initial_prompt: Some("hello".into()),
+    };
+    let s = run(svc.create(Some(&actor(OWNER)), req)).unwrap();
+    assert_eq!(s.status, Status::Provisioning);
+    assert_eq!(spawner.take().len(), 1);
+}
+
+#[test]
+fn others_private_session_is_hidden() {
+    let mut m = Mocks::new(true);
+    m.repo.expect_get().returning(|_| Ok(Some(session(Status::Ready, Visibility::Private))));
+    m.data_plane.expect_messages().times(0);
+    let svc = m.build(Collect::default());
+    assert!(matches!(run(svc.get(Some(&actor(OTHER)), SID)), Err(CoreError::NotFound(_))));
+    assert!(matches!(run(svc.messages(Some(&actor(OTHER)), SID)), Err(CoreError::NotFound(_))));
+}
+
+#[test]
+fn a_denied_delete_never_reaches_the_runtime() {
+    let mut m = Mocks::new(true);
+    m.repo.expect_get().returning(|_| Ok(Some(session(Status::Ready, Visibility::Public))));
+    m.repo.expect_update().times(0);
+    m.repo.expect_delete().times(0);
+    m.runtime.expect_teardown().times(0);
+    let svc = m.build(Collect::default());
+    assert!(matches!(run(svc.delete(Some(&actor(OTHER)), SID)), Err(CoreError::Forbidden(_))));
+}
+
+#[test]
+fn observers_cannot_prompt_and_the_data_plane_is_not_called() {
+    let mut m = Mocks::new(true);
+    m.repo.expect_get().returning(|_| Ok(Some(session(Status::Ready, Visibility::Public))));
+    m.data_plane.expect_prompt().times(0);
+    m.data_plane.expect_abort().times(0);
+    let svc = m.build(Collect::default());
+    assert!(matches!(run(svc.send_prompt(Some(&actor(OTHER)), SID, "hi")), Err(CoreError::Forbidden(_))));
+    assert!(matches!(run(svc.abort(Some(&actor(OTHER)), SID)), Err(CoreError::Forbidden(_))));
+}
+
+#[test]
+fn prompts_to_a_session_that_is_not_ready_are_refused() {
+    let mut m = Mocks::new(true);
+    m.repo.expect_get().returning(|_| Ok(Some(session(Status::Starting, Visibility::Private))));
+    m.data_plane.expect_prompt().times(0);
+    let svc = m.build(Collect::default());
+    let err = run(svc.send_prompt(Some(&actor(OWNER)), SID, "hi")).unwrap_err();
+    assert!(matches!(err, CoreError::Conflict { code: "session_not_ready", .. }));
+}
+
+#[test]
+fn owner_deletes_tearing_the_runtime_down_first() {
+    let mut m = Mocks::new(true);
+    let mut seq = mockall::Sequence::new();
+    m.repo.expect_get().returning(|_| Ok(Some(session(Status::Ready, Visibility::Private))));
+    m.repo
+        .expect_update()
+        .withf(|_, v, u| *v == 1 && u.status == Some(Status::Deleting))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(session(Status::Deleting, Visibility::Private)));
+    m.repo
+        .expect_runtime_state()
+        .returning(|_| Ok(Some(RuntimeState { handle: Some(json!({"h": 1})), ..Default::default() })));
+    m.runtime
+        .expect_teardown()
+        .with(eq(SID), eq(Some(json!({"h": 1}))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    m.repo.expect_delete().with(eq(SID)).times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    let svc = m.build(Collect::default());
+    run(svc.delete(Some(&actor(OWNER)), SID)).unwrap();
+}
+
+/// A repository mock backed by one stored session, applying updates like the real one.
+fn stateful_repo(m: &mut Mocks, state: RuntimeState) -> Arc<Mutex<Session>> {
+    let stored = Arc::new(Mutex::new(session(Status::Provisioning, Visibility::Private)));
+    let s = stored.clone();
+    m.repo.expect_get().returning(move |_| Ok(Some(s.lock().unwrap().clone())));
+    let runtime_state = Arc::new(Mutex::new(state));
+    let rs = runtime_state.clone();
+    m.repo.expect_runtime_state().returning(move |_| Ok(Some(rs.lock().unwrap().clone())));
+    let s = stored.clone();
+    m.repo.expect_update().returning(move |_, version, u| {
+        let mut cur = s.lock().unwrap();
+        assert_eq!(version, cur.version, "updates carry the current version");
+        if let Some(st) = u.status {
+            cur.status = st;
+        }
+        if let Some(r) = u.status_reason {
+            cur.status_reason = r;
+        }
+        if let Some(a) = u.activity {
+            cur.activity = a;
+        }
+        if let Some(p) = u.pending_prompt {
+            runtime_state.lock().unwrap().pending_prompt = p;
+        }
+        cur.version += 1;
+        Ok(cur.clone())
+    });
+    stored
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint {
+        base_url: "http://127.0.0.1:1".into(),
+        username: "opencode".into(),
+        password: SecretString::from("pw".to_owned()),
+    }
+}
+
+#[test]
+fn start_brings_the_session_to_ready_and_delivers_the_first_prompt_once() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState { pending_prompt: Some("hello".into()), ..Default::default() });
+    m.runtime
+        .expect_provision()
+        .withf(|spec| spec.opencode_config.contains("{env:CAKE_PROVIDER_0_API_KEY}") && spec.env.len() == 1)
+        .times(1)
+        .returning(|_| Ok(json!({"h": 1})));
+    m.runtime.expect_wait_ready().times(1).returning(|_| Ok(endpoint()));
+    m.data_plane.expect_create_session().times(1).returning(|_, _| Ok("ses_1".into()));
+    m.data_plane.expect_activity().returning(|_, _| Ok(Activity::Idle));
+    m.data_plane
+        .expect_prompt()
+        .with(mockall::predicate::always(), eq("ses_1"), eq("hello"))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    run(svc.start(SID));
+    let s = stored.lock().unwrap().clone();
+    assert_eq!(s.status, Status::Ready);
+    // The event pump was started in the background.
+    assert_eq!(spawner.take().len(), 1);
+}
+
+#[test]
+fn a_runtime_that_never_gets_ready_fails_the_session_with_its_reason() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState::default());
+    m.runtime.expect_provision().returning(|_| Ok(json!({"h": 1})));
+    m.runtime
+        .expect_wait_ready()
+        .returning(|_| Err(CoreError::Unavailable("OpenCode exited unexpectedly with status 1".into())));
+    m.data_plane.expect_create_session().times(0);
+    m.data_plane.expect_prompt().times(0);
+    let svc = m.build(Collect::default());
+    run(svc.start(SID));
+    let s = stored.lock().unwrap().clone();
+    assert_eq!(s.status, Status::Failed);
+    assert!(s.status_reason.unwrap().contains("status 1"));
+}
+
+#[test]
+fn runtime_failures_mark_live_sessions_failed() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState::default());
+    stored.lock().unwrap().status = Status::Ready;
+    m.runtime.expect_events().returning(|| {
+        futures::stream::iter([RuntimeEvent::Failed { session_id: SID, reason: "killed by signal 9".into() }]).boxed()
+    });
+    let svc = m.build(Collect::default());
+    run(svc.watch_runtime());
+    let s = stored.lock().unwrap().clone();
+    assert_eq!((s.status, s.status_reason.as_deref()), (Status::Failed, Some("killed by signal 9")));
+}
