@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
 use futures::future::{AbortHandle, Abortable};
+use futures::stream::BoxStream;
 use serde_json::Value;
 
 use crate::error::Resource;
@@ -10,7 +11,7 @@ use crate::events::{FrameData, event_type, opencode_session_of};
 use crate::policy::{self, Action};
 use crate::ports::{
     DataPlane, Endpoint, EventHub, IdGenerator, NewSession, RuntimeEvent, RuntimeSpec, SessionRepository,
-    SessionRuntime, SessionUpdate, Spawner, Subscription, TokenGenerator,
+    SessionRuntime, SessionUpdate, Spawner, Subscription, TokenGenerator, UpstreamEvent,
 };
 use crate::session::{
     Activity, Cursor, Limit, ListFilter, Page, PermissionId, PermissionReply, PromptText, Session, SessionId, Status,
@@ -366,13 +367,20 @@ impl SessionService {
         )
         .await?;
         let endpoint = self.deps().runtime.wait_ready(&handle).await?;
+        // Subscribe before the OpenCode session exists, so its very first events reach observers.
+        let mut upstream = self.deps().data_plane.subscribe(endpoint.clone());
+        match upstream.next().await {
+            Some(UpstreamEvent::Connected) => {}
+            Some(UpstreamEvent::Gone(reason)) => return Err(CoreError::Unavailable(reason)),
+            _ => return Err(CoreError::Unavailable("OpenCode's event stream closed at once".into())),
+        }
         let opencode_session = match state.opencode_session_id {
             Some(oc) => oc,
             None => self.deps().data_plane.create_session(&endpoint, &session.title).await?,
         };
         let live = Live { endpoint, opencode_session: opencode_session.clone() };
         lock(&self.inner.live).insert(id, live.clone());
-        self.spawn_pump(id, live.clone());
+        self.spawn_pump(id, live.clone(), upstream);
         let activity =
             self.deps().data_plane.activity(&live.endpoint, &opencode_session).await.unwrap_or(Activity::Idle);
         self.set_status(
@@ -393,13 +401,13 @@ impl SessionService {
         Ok(())
     }
 
-    fn spawn_pump(&self, id: SessionId, live: Live) {
+    fn spawn_pump(&self, id: SessionId, live: Live, upstream: BoxStream<'static, UpstreamEvent>) {
         let (handle, registration) = AbortHandle::new_pair();
         if let Some(old) = lock(&self.inner.pumps).insert(id, handle) {
             old.abort();
         }
         let this = self.clone();
-        let task = Abortable::new(async move { this.pump(id, live).await }, registration);
+        let task = Abortable::new(async move { this.pump(id, live, upstream).await }, registration);
         self.deps().spawner.spawn(Box::pin(async move {
             let _ = task.await;
         }));
@@ -407,18 +415,17 @@ impl SessionService {
 
     /// Relays one session's upstream events to its observers: only events of its own OpenCode
     /// session pass, and `session.status` events update the session's activity.
-    async fn pump(&self, id: SessionId, live: Live) {
-        let mut upstream = self.deps().data_plane.subscribe(live.endpoint.clone());
+    async fn pump(&self, id: SessionId, live: Live, mut upstream: BoxStream<'static, UpstreamEvent>) {
         while let Some(item) = upstream.next().await {
             match item {
-                crate::ports::UpstreamEvent::Connected => {
+                UpstreamEvent::Connected => {
                     // Resynchronise: events may have been missed while disconnected.
                     if let Ok(activity) = self.deps().data_plane.activity(&live.endpoint, &live.opencode_session).await
                     {
                         self.set_activity(id, activity).await;
                     }
                 }
-                crate::ports::UpstreamEvent::Event(event) => {
+                UpstreamEvent::Event(event) => {
                     if opencode_session_of(&event) != Some(live.opencode_session.as_str()) {
                         continue;
                     }
@@ -435,7 +442,7 @@ impl SessionService {
                         self.set_activity(id, activity).await;
                     }
                 }
-                crate::ports::UpstreamEvent::Gone(reason) => {
+                UpstreamEvent::Gone(reason) => {
                     self.mark_failed(id, &format!("lost the connection to OpenCode: {reason}")).await;
                     return;
                 }

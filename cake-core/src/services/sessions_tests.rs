@@ -272,6 +272,7 @@ fn start_brings_the_session_to_ready_and_delivers_the_first_prompt_once() {
         .times(1)
         .returning(|_| Ok(json!({"h": 1})));
     m.runtime.expect_wait_ready().times(1).returning(|_| Ok(endpoint()));
+    m.data_plane.expect_subscribe().times(1).returning(|_| futures::stream::iter([UpstreamEvent::Connected]).boxed());
     m.data_plane.expect_create_session().times(1).returning(|_, _| Ok("ses_1".into()));
     m.data_plane.expect_activity().returning(|_, _| Ok(Activity::Idle));
     m.data_plane
