@@ -24,13 +24,17 @@ use serde_json::{Value, json};
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence after which an event stream counts as dead.
 const STREAM_IDLE: Duration = Duration::from_secs(30);
-/// Consecutive failed (re)connects after which the data plane counts as gone.
+/// Consecutive failed (re)connects after which the data plane counts as gone (~45 s).
 const MAX_RECONNECTS: u32 = 12;
+/// First reconnect delay; doubles up to 5 s.
+const FIRST_BACKOFF_MS: u64 = 250;
 
 /// The OpenCode HTTP client.
 #[derive(Clone)]
 pub struct OpenCodeClient {
     http: reqwest::Client,
+    max_reconnects: u32,
+    first_backoff_ms: u64,
 }
 
 impl Default for OpenCodeClient {
@@ -48,7 +52,15 @@ impl OpenCodeClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        Self { http }
+        Self { http, max_reconnects: MAX_RECONNECTS, first_backoff_ms: FIRST_BACKOFF_MS }
+    }
+
+    /// Changes the reconnect policy: give up after `max` consecutive failures, waiting
+    /// `first_backoff_ms` (doubling, capped at 5 s) between attempts.
+    pub fn with_reconnects(mut self, max: u32, first_backoff_ms: u64) -> Self {
+        self.max_reconnects = max;
+        self.first_backoff_ms = first_backoff_ms;
+        self
     }
 
     /// The underlying HTTP client, for the raw pass-through.
@@ -184,11 +196,12 @@ impl DataPlane for OpenCodeClient {
                     Err(e) => e,
                 };
                 failures += 1;
-                if failures > MAX_RECONNECTS {
+                if failures > client.max_reconnects {
                     let _ = tx.send(UpstreamEvent::Gone(err)).await;
                     return;
                 }
-                let backoff = Duration::from_millis(250u64.saturating_mul(1 << failures.min(5)).min(5_000));
+                let backoff =
+                    Duration::from_millis(client.first_backoff_ms.saturating_mul(1 << failures.min(5)).min(5_000));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = tx.closed() => return,
@@ -292,6 +305,65 @@ mod tests {
         assert!(p.push(b"data: {\"a\"").is_empty());
         assert_eq!(p.push(b":1}\n\ndata: x\r\n\r\n: comment\n\n"), vec!["{\"a\":1}", "x"]);
         assert_eq!(p.push(b"data: a\ndata: b\n\n"), vec!["a\nb"]);
+    }
+
+    /// A fake OpenCode `/event` that serves one event per connection, then hangs up.
+    async fn flaky_event_server() -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut auth_headers = Vec::new();
+            for n in 0..2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let len = sock.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..len]).to_string();
+                auth_headers.extend(
+                    req.lines().filter(|l| l.to_ascii_lowercase().starts_with("authorization:")).map(str::to_owned),
+                );
+                let event =
+                    format!("data: {{\"type\":\"session.idle\",\"properties\":{{\"sessionID\":\"ses_{n}\"}}}}\n\n");
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                sock.write_all(head.as_bytes()).await.unwrap();
+                sock.write_all(event.as_bytes()).await.unwrap();
+                sock.shutdown().await.unwrap();
+            }
+            auth_headers
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn the_subscription_reconnects_and_asks_for_a_resync() {
+        let (base_url, server) = flaky_event_server().await;
+        let ep =
+            Endpoint { base_url, username: "opencode".into(), password: secrecy::SecretString::from("pw".to_owned()) };
+        let mut events = OpenCodeClient::new().subscribe(ep);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap());
+        }
+        assert_eq!(got[0], UpstreamEvent::Connected);
+        assert!(matches!(&got[1], UpstreamEvent::Event(v) if v["properties"]["sessionID"] == "ses_0"));
+        assert_eq!(got[2], UpstreamEvent::Connected, "a reconnect is announced so the caller resynchronises");
+        assert!(matches!(&got[3], UpstreamEvent::Event(v) if v["properties"]["sessionID"] == "ses_1"));
+        let auth = server.await.unwrap();
+        assert_eq!(auth.len(), 2);
+        assert!(auth.iter().all(|h| h.ends_with("Basic b3BlbmNvZGU6cHc=")), "{auth:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_data_plane_is_reported_gone() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let ep = Endpoint {
+            base_url: format!("http://127.0.0.1:{port}"),
+            username: "opencode".into(),
+            password: secrecy::SecretString::from("pw".to_owned()),
+        };
+        let mut events = OpenCodeClient::new().with_reconnects(3, 1).subscribe(ep);
+        let last = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap();
+        assert!(matches!(last, Some(UpstreamEvent::Gone(_))), "{last:?}");
     }
 
     #[test]

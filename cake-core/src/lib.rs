@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`cache`]: a small TTL cache for hot reads.
 //! - [`error`]: [`CoreError`], the one error type of the domain.
 //! - [`user`]: users, roles, [`user::Email`] and the [`user::Actor`] who makes a request.
 //! - [`session`]: sessions, their [`session::Status`] state machine, [`session::Title`].
@@ -18,6 +19,7 @@
 //! - [`services`]: the use cases ([`services::SessionService`], [`services::AuthService`],
 //!   [`services::ProviderService`]).
 
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod policy;

@@ -197,6 +197,21 @@ async fn sessions_end_to_end_on_real_opencode() {
     admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "FAIL400"}))).await;
     events.until(ANSWER, |f| opencode_type(f) == Some("session.error")).await.expect("the provider error is relayed");
 
+    // A rate-limited provider: OpenCode retries, the session's activity says so, and the owner aborts.
+    let (status, _) =
+        admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "FAIL429"}))).await;
+    assert_eq!(status, 202);
+    events
+        .until(ANSWER, |f| f.event.as_deref() == Some("status") && f.data["activity"] == "retry")
+        .await
+        .expect("activity becomes retry");
+    assert_eq!(admin.get(&format!("/api/sessions/{id}")).await.1["activity"], "retry");
+    assert_eq!(admin.send("POST", &format!("/api/sessions/{id}/abort"), None).await.0, 204);
+    events
+        .until(ANSWER, |f| f.event.as_deref() == Some("status") && f.data["activity"] == "idle")
+        .await
+        .expect("abort returns the session to idle");
+
     // OpenCode killed from outside: the session turns failed with a reason.
     let before = opencode_pids(app.data_dir.path());
     assert_eq!(before.len(), 2, "one OpenCode per session: {before:?}");

@@ -147,20 +147,24 @@ impl SessionRepository for PgSessionRepository {
         let mut rows = sqlx::query_as!(
             SessionRow,
             r#"WITH page AS (
-                 (SELECT id, created_at FROM sessions
+                 (SELECT id, owner_id, title, private, status, activity, status_reason, version, created_at, updated_at
+                   FROM sessions
                    WHERE $6 AND NOT private AND owner_id <> $1 AND (created_at, id) < ($2, $3)
                    ORDER BY created_at DESC, id DESC LIMIT $4)
                  UNION ALL
-                 (SELECT id, created_at FROM sessions
+                 (SELECT id, owner_id, title, private, status, activity, status_reason, version, created_at, updated_at
+                   FROM sessions
                    WHERE owner_id = $1 AND (created_at, id) < ($2, $3)
                      AND (($7 AND NOT private) OR ($5 AND private))
                    ORDER BY created_at DESC, id DESC LIMIT $4)
                  ORDER BY created_at DESC, id DESC LIMIT $4
                )
-               SELECT s.id, s.title, s.private, s.status, s.activity, s.status_reason, s.version,
-                      s.created_at, s.updated_at, u.id AS owner_id, u.name AS owner_name, u.email AS owner_email
-               FROM page JOIN sessions s ON s.id = page.id JOIN users u ON u.id = s.owner_id
-               ORDER BY s.created_at DESC, s.id DESC"#,
+               SELECT p.id AS "id!", p.title AS "title!", p.private AS "private!", p.status AS "status!",
+                      p.activity AS "activity!", p.status_reason, p.version AS "version!",
+                      p.created_at AS "created_at!", p.updated_at AS "updated_at!",
+                      u.id AS owner_id, u.name AS owner_name, u.email AS owner_email
+               FROM page p JOIN users u ON u.id = p.owner_id
+               ORDER BY p.created_at DESC, p.id DESC"#,
             viewer.0,
             ts,
             id,

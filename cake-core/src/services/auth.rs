@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::Duration;
 use uuid::Uuid;
 
+use crate::cache::TtlCache;
 use crate::error::Resource;
 use crate::ports::{
     ApiToken, AuthRepository, AuthSession, Clock, NewUser, PasswordHasher, TokenGenerator, UserRepository,
@@ -43,9 +44,29 @@ pub struct SignedIn {
     pub token: SecretString,
 }
 
+/// Who a token belongs to, cached.
+#[derive(Clone)]
+enum Cached {
+    Browser(AuthSession, User),
+    Api(User),
+}
+
+impl Cached {
+    fn user_id(&self) -> crate::user::UserId {
+        match self {
+            Cached::Browser(_, u) | Cached::Api(u) => u.id,
+        }
+    }
+}
+
 /// Users, browser sessions and API tokens.
+///
+/// Every request resolves its token, so the identity behind a token digest is cached for
+/// [`AuthService::IDENTITY_CACHE_TTL`]. Sign-out and token revocation through this process
+/// take effect at once; through another replica, within the TTL.
 #[derive(Clone)]
 pub struct AuthService {
+    identities: Arc<TtlCache<Vec<u8>, Cached>>,
     users: Arc<dyn UserRepository>,
     auth: Arc<dyn AuthRepository>,
     hasher: Arc<dyn PasswordHasher>,
@@ -67,8 +88,12 @@ impl AuthService {
         clock: Arc<dyn Clock>,
         config: AuthConfig,
     ) -> Self {
-        Self { users, auth, hasher, tokens, clock, config }
+        let identities = Arc::new(TtlCache::new(Self::IDENTITY_CACHE_TTL, 100_000));
+        Self { identities, users, auth, hasher, tokens, clock, config }
     }
+
+    /// How long the identity behind a token is reused without asking the database.
+    pub const IDENTITY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
     fn password_enabled(&self) -> Result<()> {
         if self.config.email_and_password { Ok(()) } else { Err(CoreError::Disabled("email and password sign-in")) }
@@ -119,12 +144,25 @@ impl AuthService {
 
     /// Revokes the browser session behind `token`.
     pub async fn sign_out(&self, token: &str) -> Result<()> {
-        self.auth.delete_browser_session(self.tokens.digest(token)).await
+        let digest = self.tokens.digest(token);
+        self.identities.remove(&digest);
+        self.auth.delete_browser_session(digest).await
     }
 
     /// The live browser session behind a cookie token, with its user.
     pub async fn session_for_token(&self, token: &str) -> Result<Option<(AuthSession, User)>> {
-        self.auth.find_browser_session(self.tokens.digest(token), self.clock.now()).await
+        let digest = self.tokens.digest(token);
+        let now = self.clock.now();
+        if let Some(Cached::Browser(session, user)) = self.identities.get(&digest)
+            && session.expires_at > now
+        {
+            return Ok(Some((session, user)));
+        }
+        let found = self.auth.find_browser_session(digest.clone(), now).await?;
+        if let Some((session, user)) = &found {
+            self.identities.insert(digest, Cached::Browser(session.clone(), user.clone()));
+        }
+        Ok(found)
     }
 
     /// The user behind an API token (`cake_…`).
@@ -132,7 +170,15 @@ impl AuthService {
         if !token.starts_with(API_TOKEN_PREFIX) {
             return Ok(None);
         }
-        self.auth.find_api_token_user(self.tokens.digest(token), self.clock.now()).await
+        let digest = self.tokens.digest(token);
+        if let Some(Cached::Api(user)) = self.identities.get(&digest) {
+            return Ok(Some(user));
+        }
+        let found = self.auth.find_api_token_user(digest.clone(), self.clock.now()).await?;
+        if let Some(user) = &found {
+            self.identities.insert(digest, Cached::Api(user.clone()));
+        }
+        Ok(found)
     }
 
     /// The signed-in user.
@@ -163,6 +209,9 @@ impl AuthService {
     pub async fn delete_api_token(&self, actor: Option<&Actor>, id: Uuid) -> Result<()> {
         let actor = policy::signed_in(actor)?;
         if self.auth.delete_api_token(actor.id, id).await? {
+            // The cache is keyed by digest, which is not stored with the id: drop the user's
+            // cached API identities (they are re-read on their next use).
+            self.identities.remove_where(|c| matches!(c, Cached::Api(_)) && c.user_id() == actor.id);
             Ok(())
         } else {
             Err(CoreError::NotFound(Resource::ApiToken))

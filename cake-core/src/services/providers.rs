@@ -1,22 +1,30 @@
 use std::sync::Arc;
 
+use crate::cache::TtlCache;
 use crate::ports::{ProviderRepository, SecretCipher};
 use crate::provider::{ModelRef, ProviderSettings};
 use crate::user::Actor;
 use crate::{Result, policy};
 
 /// Admin-managed model providers (DESIGN.md, "Model providers"): stored encrypted, shown masked.
+///
+/// Reads are cached for [`ProviderService::CACHE_TTL`] (every session start reads them); a
+/// save through this process updates the cache at once, other replicas see it within the TTL.
 #[derive(Clone)]
 pub struct ProviderService {
     repo: Arc<dyn ProviderRepository>,
     cipher: Arc<dyn SecretCipher>,
+    cache: Arc<TtlCache<(), Option<ProviderSettings>>>,
 }
 
 impl ProviderService {
     /// Wires the service.
     pub fn new(repo: Arc<dyn ProviderRepository>, cipher: Arc<dyn SecretCipher>) -> Self {
-        Self { repo, cipher }
+        Self { repo, cipher, cache: Arc::new(TtlCache::new(Self::CACHE_TTL, 1)) }
     }
+
+    /// How long settings read from the database are reused.
+    pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
     /// The settings as an admin sees them: every secret masked. `None` if never configured.
     pub async fn get(&self, actor: Option<&Actor>) -> Result<Option<ProviderSettings>> {
@@ -40,16 +48,23 @@ impl ProviderService {
         settings.validate()?;
         let ciphertext = self.cipher.encrypt(&settings.to_plaintext())?;
         self.repo.save(ciphertext).await?;
-        Ok(settings.masked())
+        let masked = settings.masked();
+        self.cache.insert((), Some(settings));
+        Ok(masked)
     }
 
     /// The settings with secrets in clear, for building a session's runtime. Never hand this
     /// to a client.
     pub async fn current(&self) -> Result<Option<ProviderSettings>> {
-        match self.repo.load().await? {
-            None => Ok(None),
-            Some(ct) => Ok(Some(ProviderSettings::from_plaintext(&self.cipher.decrypt(&ct)?)?)),
+        if let Some(cached) = self.cache.get(&()) {
+            return Ok(cached);
         }
+        let settings = match self.repo.load().await? {
+            None => None,
+            Some(ct) => Some(ProviderSettings::from_plaintext(&self.cipher.decrypt(&ct)?)?),
+        };
+        self.cache.insert((), settings.clone());
+        Ok(settings)
     }
 }
 
