@@ -53,8 +53,14 @@ pub enum ApiError {
     Unavailable(Json<ErrorBody>),
 }
 
-fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+/// The envelope with a code and message.
+pub fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })
+}
+
+/// An error response with any status, in the envelope.
+pub fn response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    body(code, message).with_status(status).into_response()
 }
 
 impl ApiError {
@@ -141,8 +147,7 @@ pub async fn envelope<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response
         text.trim().chars().take(500).collect()
     };
     let code = code_for_status(status);
-    let mut out =
-        Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message } }).with_status(status).into_response();
+    let mut out = response(status, code, message);
     for (name, value) in parts.headers.iter() {
         if name != poem::http::header::CONTENT_TYPE && name != poem::http::header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

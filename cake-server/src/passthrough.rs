@@ -19,11 +19,10 @@ use futures::TryStreamExt;
 use poem::http::{HeaderMap, HeaderName, Method, StatusCode};
 use poem::web::Path;
 use poem::{Body, IntoResponse, Request, Response, handler};
-use poem_openapi::payload::Json;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::state::AppState;
 
@@ -107,9 +106,7 @@ fn forwardable_request_header(name: &HeaderName) -> bool {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    Json(ErrorBody { error: ErrorDetail { code: code.into(), message: message.into() } })
-        .with_status(status)
-        .into_response()
+    crate::error::response(status, code, message)
 }
 
 /// The pass-through handler.

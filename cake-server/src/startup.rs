@@ -312,13 +312,11 @@ async fn identity_resolve<E: Endpoint>(state: Arc<AppState>, ep: E, req: Request
 async fn limit_body<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response> {
     use futures::StreamExt;
     let too_large = || {
-        error::ApiError::PayloadTooLarge(poem_openapi::payload::Json(error::ErrorBody {
-            error: error::ErrorDetail {
-                code: "payload_too_large".into(),
-                message: format!("request bodies are limited to {MAX_BODY} bytes"),
-            },
-        }))
-        .into_response()
+        error::response(
+            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY} bytes"),
+        )
     };
     let declared = req
         .headers()

@@ -36,12 +36,7 @@ impl AdminApi {
     ) -> ApiResult<Json<ProvidersDto>> {
         match state.providers.get(identity.actor().as_ref()).await? {
             Some(s) => Ok(Json(to_dto(s))),
-            None => Err(ApiError::NotFound(Json(crate::error::ErrorBody {
-                error: crate::error::ErrorDetail {
-                    code: "no_provider".into(),
-                    message: "no model provider is configured yet".into(),
-                },
-            }))),
+            None => Err(ApiError::NotFound(crate::error::body("no_provider", "no model provider is configured yet"))),
         }
     }
 
