@@ -38,9 +38,14 @@ pub struct FakeModel {
 impl FakeModel {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// Starts the server on a given loopback port (0: a free one).
+    pub async fn start_on(port: u16) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let app = Route::new().at("/v1/chat/completions", post(chat)).data(requests.clone());
-        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+        let acceptor = TcpListener::bind(format!("127.0.0.1:{port}")).into_acceptor().await.unwrap();
         let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(app).await;
