@@ -118,8 +118,13 @@ fn is_opencode(pid: u32) -> bool {
 impl LocalRuntime {
     /// Creates the runtime and ends OpenCode processes left behind by a control plane that
     /// did not stop cleanly (their directories stay, so the sessions can be brought back).
-    pub fn new(config: LocalRuntimeConfig) -> std::io::Result<Self> {
+    pub fn new(mut config: LocalRuntimeConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&config.root)?;
+        // Each process runs in its session's work dir: a relative binary path must not be
+        // resolved from there. (A bare name such as `opencode` is looked up on PATH.)
+        if config.opencode_bin.is_relative() && config.opencode_bin.components().count() > 1 {
+            config.opencode_bin = std::env::current_dir()?.join(&config.opencode_bin);
+        }
         if let Ok(entries) = std::fs::read_dir(&config.root) {
             for e in entries.flatten() {
                 let pid_file = e.path().join("opencode.pid");
