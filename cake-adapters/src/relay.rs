@@ -16,7 +16,10 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 struct Channel {
-    tx: broadcast::Sender<Frame>,
+    /// Created on the first subscription and dropped when the last observer has gone, so a
+    /// session nobody watches costs only its replay buffer (a broadcast channel allocates its
+    /// whole ring up front).
+    tx: Option<broadcast::Sender<Frame>>,
     buffer: VecDeque<Frame>,
 }
 
@@ -40,10 +43,7 @@ impl BroadcastHub {
     }
 
     fn channel<'a>(&self, map: &'a mut HashMap<SessionId, Channel>, id: SessionId) -> &'a mut Channel {
-        map.entry(id).or_insert_with(|| Channel {
-            tx: broadcast::channel(self.buffer_len).0,
-            buffer: VecDeque::with_capacity(16),
-        })
+        map.entry(id).or_insert_with(|| Channel { tx: None, buffer: VecDeque::new() })
     }
 }
 
@@ -68,8 +68,13 @@ impl EventHub for BroadcastHub {
             ch.buffer.pop_front();
         }
         ch.buffer.push_back(frame.clone());
-        // No receivers is fine: the frame stays in the buffer.
-        let _ = ch.tx.send(frame);
+        if let Some(tx) = &ch.tx {
+            if tx.receiver_count() == 0 {
+                ch.tx = None;
+            } else {
+                let _ = tx.send(frame);
+            }
+        }
         id
     }
 
@@ -77,7 +82,8 @@ impl EventHub for BroadcastHub {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let ch = self.channel(&mut map, session);
         // Subscribing under the lock means no frame falls between backlog and live.
-        let rx = ch.tx.subscribe();
+        let buffer_len = self.buffer_len;
+        let rx = ch.tx.get_or_insert_with(|| broadcast::channel(buffer_len).0).subscribe();
         let last_id = ch.buffer.back().map(|f| f.id).unwrap_or(0);
         let backlog = match last_event_id {
             Some(after) => ch.buffer.iter().filter(|f| f.id > after).cloned().collect(),
