@@ -56,6 +56,12 @@ impl SessionRuntime for QuotaRuntime {
         self.inner.endpoint(handle).await
     }
 
+    async fn stop(&self, session_id: SessionId) -> Result<()> {
+        self.inner.stop(session_id).await?;
+        self.running.store(self.inner.running(), Ordering::SeqCst);
+        Ok(())
+    }
+
     async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()> {
         self.inner.teardown(session_id, handle).await?;
         self.running.store(self.inner.running(), Ordering::SeqCst);

@@ -43,6 +43,9 @@ impl SessionRuntime for NullRuntime {
     async fn endpoint(&self, _: &Value) -> cake_core::Result<Option<Endpoint>> {
         Ok(None)
     }
+    async fn stop(&self, _: SessionId) -> cake_core::Result<()> {
+        Ok(())
+    }
     async fn teardown(&self, _: SessionId, _: Option<Value>) -> cake_core::Result<()> {
         Ok(())
     }

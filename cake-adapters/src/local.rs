@@ -103,16 +103,20 @@ fn kill_group(pgid: u32, signal: i32) {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
-        .unwrap_or(false)
-}
-
-fn is_opencode(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("opencode"))
-        .unwrap_or(false)
+/// Whether a process of group `pgid` still runs inside `dir` (its cwd). OpenCode and the
+/// commands its tools start share its process group and work under the session directory;
+/// checking the cwd keeps a reused process-group id from naming someone else's processes.
+fn group_lives_in(pgid: u32, dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { return false };
+        let pgrp = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|st| {
+            let mut fields = st.rsplit_once(')')?.1.split_whitespace();
+            fields.nth(2)?.parse::<u32>().ok()
+        });
+        pgrp == Some(pgid)
+            && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| cwd.starts_with(dir)).unwrap_or(false)
+    })
 }
 
 impl LocalRuntime {
@@ -129,8 +133,8 @@ impl LocalRuntime {
             for e in entries.flatten() {
                 let pid_file = e.path().join("opencode.pid");
                 if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
-                    if alive(pid) && is_opencode(pid) {
-                        tracing::warn!(pid, "ending an OpenCode process left behind by a previous run");
+                    if group_lives_in(pid, &e.path()) {
+                        tracing::warn!(pid, "ending processes left behind by a previous run");
                         kill_group(pid, libc::SIGKILL);
                     }
                     let _ = std::fs::remove_file(pid_file);
@@ -149,7 +153,7 @@ impl LocalRuntime {
     /// sessions can be brought back on the next start.
     pub async fn shutdown(&self) {
         let ids: Vec<SessionId> = lock(&self.procs).keys().copied().collect();
-        futures::future::join_all(ids.into_iter().map(|id| self.stop(id))).await;
+        futures::future::join_all(ids.into_iter().map(|id| self.stop_process(id))).await;
     }
 
     /// How many OpenCode processes run now.
@@ -157,7 +161,7 @@ impl LocalRuntime {
         lock(&self.procs).len()
     }
 
-    async fn stop(&self, id: SessionId) {
+    async fn stop_process(&self, id: SessionId) {
         let Some(proc) = lock(&self.procs).remove(&id) else { return };
         proc.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         kill_group(proc.pid, libc::SIGTERM);
@@ -341,7 +345,7 @@ impl SessionRuntime for LocalRuntime {
                 .await;
         let state = match waited.map(|r| r.map(|g| g.clone())) {
             Err(_) => {
-                self.stop(id).await;
+                self.stop_process(id).await;
                 return Err(CoreError::Unavailable(format!(
                     "OpenCode did not start within {} s (log: {})",
                     self.config.ready_timeout.as_secs(),
@@ -370,16 +374,20 @@ impl SessionRuntime for LocalRuntime {
         }))
     }
 
+    async fn stop(&self, session_id: SessionId) -> Result<()> {
+        self.stop_process(session_id).await;
+        Ok(())
+    }
+
     async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()> {
-        self.stop(session_id).await;
-        // A process from a previous control-plane run that is somehow still alive.
+        self.stop_process(session_id).await;
+        // Processes of a previous control-plane run (or their tools) that are still around.
+        let dir = self.session_dir(session_id);
         if let Some(h) = handle.as_ref().and_then(|h| parse_handle(h).ok())
-            && alive(h.pid)
-            && is_opencode(h.pid)
+            && group_lives_in(h.pid, &dir)
         {
             kill_group(h.pid, libc::SIGKILL);
         }
-        let dir = self.session_dir(session_id);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

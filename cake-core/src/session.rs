@@ -86,6 +86,9 @@ impl PromptText {
         if raw.trim().is_empty() {
             return Err(CoreError::invalid(field, "must not be blank"));
         }
+        if raw.contains('\0') {
+            return Err(CoreError::invalid(field, "must not contain NUL characters"));
+        }
         if raw.chars().count() > Self::MAX_CHARS {
             return Err(CoreError::invalid(field, format!("must be at most {} characters", Self::MAX_CHARS)));
         }
@@ -301,10 +304,12 @@ impl Cursor {
     pub fn decode(s: &str) -> Result<Self, CoreError> {
         let bad = || CoreError::invalid("cursor", "is not a cursor returned by this API");
         let (ts, id) = s.split_once('_').ok_or_else(bad)?;
-        Ok(Self {
-            created_at_us: ts.parse().map_err(|_| bad())?,
-            id: SessionId(Uuid::parse_str(id).map_err(|_| bad())?),
-        })
+        let created_at_us: i64 = ts.parse().map_err(|_| bad())?;
+        // Within what PostgreSQL's timestamptz holds (years 1 to 9999 are plenty).
+        if !(-62_135_596_800_000_000..=253_402_300_799_999_999).contains(&created_at_us) {
+            return Err(bad());
+        }
+        Ok(Self { created_at_us, id: SessionId(Uuid::parse_str(id).map_err(|_| bad())?) })
     }
 
     /// The cursor pointing after `session`.
@@ -439,7 +444,15 @@ mod tests {
     fn cursor_round_trip_and_garbage() {
         let c = Cursor { created_at_us: 1_700_000_000_123_456, id: SessionId(Uuid::new_v4()) };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "x", "1_", "_abc", "12_notauuid", "x_00000000000000000000000000000000"] {
+        for bad in [
+            "",
+            "x",
+            "1_",
+            "_abc",
+            "12_notauuid",
+            "x_00000000000000000000000000000000",
+            "-9223372036854775808_00000000000000000000000000000000",
+        ] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
     }
@@ -463,5 +476,6 @@ mod tests {
     fn prompt_rules() {
         assert!(PromptText::parse("text", " ").is_err());
         assert!(PromptText::parse("text", "hi").is_ok());
+        assert!(PromptText::parse("text", "a\0b").is_err());
     }
 }

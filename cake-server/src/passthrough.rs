@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use cake_core::session::SessionId;
-use futures::TryStreamExt;
-use poem::http::{HeaderMap, HeaderName, Method, StatusCode};
+use futures::{StreamExt, TryStreamExt};
+use poem::http::{HeaderName, Method, StatusCode};
 use poem::web::Path;
 use poem::{Body, IntoResponse, Request, Response, handler};
 use secrecy::ExposeSecret;
@@ -26,8 +26,28 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::state::AppState;
 
-/// Top-level OpenCode routes that are never forwarded.
-const DENIED: [&str; 4] = ["config", "provider", "auth", "global"];
+/// The OpenCode routes (first path segment) that are forwarded: what OpenCode's SDK needs to
+/// drive and watch a session. Everything else is refused — notably `/config*`, `/provider*`,
+/// `/auth/*`, `/global/*` (they reveal provider keys or act beyond the session), the v2 API
+/// under `/api/*` (its provider and credential routes), `/experimental/*` and `/mcp*`.
+const ALLOWED: [&str; 16] = [
+    "session",
+    "event",
+    "message",
+    "file",
+    "find",
+    "path",
+    "vcs",
+    "project",
+    "agent",
+    "command",
+    "skill",
+    "lsp",
+    "formatter",
+    "permission",
+    "question",
+    "pty",
+];
 
 /// Why a path cannot be forwarded.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,13 +74,10 @@ pub fn normalize(raw: &str) -> Result<Vec<String>, PathError> {
             s => segments.push(s.to_owned()),
         }
     }
-    if let Some(first) = segments.first() {
-        let first = first.to_ascii_lowercase();
-        if DENIED.iter().any(|d| first == *d || first.starts_with(&format!("{d}."))) {
-            return Err(PathError::Denied);
-        }
+    match segments.first() {
+        Some(first) if ALLOWED.contains(&first.as_str()) => Ok(segments),
+        _ => Err(PathError::Denied),
     }
-    Ok(segments)
 }
 
 fn encode_segment(s: &str) -> String {
@@ -69,14 +86,22 @@ fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
+/// Rebuilds the query string from decoded pairs, without `directory`/`workspace` (any case),
+/// every key and value re-encoded strictly. Forwarding kept pairs verbatim is not enough:
+/// OpenCode's router finds a parameter by searching the raw URL for `?name`/`&name`, so a
+/// value such as `x=?directory=/` would retarget it; re-encoded, that is `x=%3Fdirectory%3D%2F`.
 fn filtered_query(query: Option<&str>) -> String {
     let Some(q) = query else { return String::new() };
-    let kept: Vec<&str> = q
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let kept: Vec<String> = q
         .split('&')
-        .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or_default();
-            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy().to_ascii_lowercase();
-            !key.is_empty() && key != "directory" && key != "workspace"
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let (k, v) = (decode(k), decode(v));
+            let lower = k.to_ascii_lowercase();
+            (!k.is_empty() && lower != "directory" && lower != "workspace")
+                .then(|| format!("{}={}", encode_segment(&k), encode_segment(&v)))
         })
         .collect();
     if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) }
@@ -174,26 +199,44 @@ pub async fn passthrough(req: &Request, Path((id, _rest)): Path<(String, String)
             return error(StatusCode::BAD_GATEWAY, "unavailable", "the session's OpenCode did not answer");
         }
     };
-    let mut resp =
-        Response::builder().status(StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY));
-    let mut out_headers = HeaderMap::new();
+    let status = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = Response::builder().status(status);
     for (name, value) in upstream.headers() {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || n == "set-cookie" || n == "content-length" || n == "www-authenticate" {
+        if HOP_BY_HOP.contains(&n)
+            || n == "set-cookie"
+            || n == "content-length"
+            || n == "www-authenticate"
+            || n.starts_with("access-control-")
+            || n == "content-security-policy"
+        {
             continue;
         }
         if let (Ok(n), Ok(v)) =
             (poem::http::HeaderName::from_bytes(n.as_bytes()), poem::http::HeaderValue::from_bytes(value.as_bytes()))
         {
-            out_headers.append(n, v);
+            resp = resp.header(n, v);
         }
     }
-    for (n, v) in out_headers.iter() {
-        resp = resp.header(n.clone(), v.clone());
-    }
+    let streaming = upstream
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let bytes = upstream.bytes_stream().map_err(std::io::Error::other);
+    let body = if streaming {
+        // A long-lived stream ends the moment the caller loses access (made private, deleted).
+        let revoked = state.sessions.access_revoked(identity.actor().as_ref(), SessionId(id));
+        Body::from_bytes_stream(bytes.take_until(revoked))
+    } else {
+        Body::from_bytes_stream(bytes)
+    };
+    // Upstream content is served on Cake's origin: never let it run as a page of Cake.
     resp.header("cache-control", "no-cache")
         .header("x-accel-buffering", "no")
-        .body(Body::from_bytes_stream(upstream.bytes_stream().map_err(std::io::Error::other)))
+        .header("x-content-type-options", "nosniff")
+        .header("content-security-policy", "sandbox; default-src 'none'")
+        .body(body)
 }
 
 #[cfg(test)]
@@ -209,6 +252,12 @@ mod tests {
             "/provider/auth",
             "/auth/openai",
             "/global/config",
+            "/api/provider",
+            "/api/model",
+            "/experimental/console",
+            "/mcp",
+            "/",
+            "",
             "//config",
             "/./config",
             "/session/../config",
@@ -226,7 +275,7 @@ mod tests {
     #[test]
     fn allowed_routes_are_normalised() {
         assert_eq!(normalize("/session//ses_1/./message").unwrap(), vec!["session", "ses_1", "message"]);
-        assert_eq!(normalize("/configuration-notes"), Ok(vec!["configuration-notes".to_owned()]));
+        assert_eq!(normalize("/file/content"), Ok(vec!["file".to_owned(), "content".to_owned()]));
         assert_eq!(normalize("/a%00b"), Err(PathError::Malformed));
         assert_eq!(normalize("/a%5Cb"), Err(PathError::Malformed));
     }
@@ -234,6 +283,9 @@ mod tests {
     #[test]
     fn directory_and_workspace_are_stripped() {
         assert_eq!(filtered_query(Some("directory=/etc&limit=2&Workspace=x&%64irectory=/")), "?limit=2");
+        // A parameter hidden in a value cannot reach OpenCode's raw-URL search.
+        assert_eq!(filtered_query(Some("x=?directory=/&path=a%20b")), "?x=%3Fdirectory%3D%2F&path=a%20b");
+        assert_eq!(filtered_query(Some("x=%26directory%3D%2F")), "?x=%26directory%3D%2F");
         assert_eq!(filtered_query(None), "");
     }
 }

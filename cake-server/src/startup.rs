@@ -76,7 +76,13 @@ fn load_or_create_secret(config: &Config) -> Result<SecretString, StartupError> 
     }
     let path = config.data_dir.join("secret");
     if let Ok(s) = std::fs::read_to_string(&path) {
-        return Ok(SecretString::from(s.trim().to_owned()));
+        if s.trim().len() >= 16 {
+            return Ok(SecretString::from(s.trim().to_owned()));
+        }
+        return Err(StartupError::Config(format!(
+            "{} is shorter than 16 characters; delete it to generate a new development secret",
+            path.display()
+        )));
     }
     use cake_core::ports::TokenGenerator;
     let secret = RandomTokens.generate();

@@ -144,6 +144,14 @@ async fn sessions_end_to_end_on_real_opencode() {
         admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"title": "Renamed"}))).await;
     assert_eq!((status, patched["title"].as_str()), (200, Some("Renamed")));
 
+    // Made private while Bob watches: his stream ends and the session disappears for him.
+    let (status, _) = admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"private": true}))).await;
+    assert_eq!(status, 200);
+    assert!(bob_events.closes_within(Duration::from_secs(5)).await, "a watcher who lost access is cut off");
+    assert_eq!(bob.get(&format!("/api/sessions/{pid}")).await.0, 404);
+    let (status, _) = admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"private": false}))).await;
+    assert_eq!(status, 200);
+
     // Pass-through: OpenCode's own routes for the owner, reads for observers, never secrets.
     let (status, oc_sessions) = admin.get(&format!("/api/sessions/{id}/opencode/session")).await;
     assert_eq!(status, 200, "{oc_sessions}");
@@ -163,6 +171,9 @@ async fn sessions_end_to_end_on_real_opencode() {
         "/CONFIG",
         "/global/config",
         "/auth/fake",
+        "/api/provider",
+        "/api/model",
+        "/experimental/console",
     ] {
         let resp = admin.client.get(format!("{}/api/sessions/{id}/opencode{spelling}", app.base)).send().await.unwrap();
         let status = resp.status().as_u16();
@@ -174,6 +185,14 @@ async fn sessions_end_to_end_on_real_opencode() {
     assert_eq!(status, 200);
     let (_, path) = admin.get(&format!("/api/sessions/{id}/opencode/path?directory=/etc")).await;
     assert_ne!(path["directory"], "/etc", "directory parameters are stripped: {path}");
+    for sneaky in ["?x=?directory=/etc", "?x=%3Fdirectory%3D/etc", "?DIRECTORY=/etc"] {
+        let (status, path) = admin.get(&format!("/api/sessions/{id}/opencode/path{sneaky}")).await;
+        assert_eq!(status, 200);
+        assert_ne!(path["directory"], "/etc", "{sneaky} retargeted OpenCode: {path}");
+    }
+    let resp = admin.client.get(format!("{}/api/sessions/{id}/opencode/path", app.base)).send().await.unwrap();
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers()["content-security-policy"].to_str().unwrap().contains("sandbox"));
 
     // A permission request (bash is "ask") can be answered.
     let (status, _) =

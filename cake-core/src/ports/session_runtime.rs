@@ -56,6 +56,9 @@ pub trait SessionRuntime: Send + Sync {
     async fn wait_ready(&self, handle: &serde_json::Value) -> Result<Endpoint>;
     /// How to reach a running runtime, or `None` if it is not running.
     async fn endpoint(&self, handle: &serde_json::Value) -> Result<Option<Endpoint>>;
+    /// Stops the runtime but keeps its data (a failed session can be inspected or brought
+    /// back). Idempotent.
+    async fn stop(&self, session_id: SessionId) -> Result<()>;
     /// Stops the runtime and removes everything it owns. Idempotent.
     async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()>;
     /// Runtime failures as they happen; the service turns them into `failed` sessions.

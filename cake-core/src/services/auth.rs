@@ -191,8 +191,8 @@ impl AuthService {
     pub async fn create_api_token(&self, actor: Option<&Actor>, name: &str) -> Result<(ApiToken, SecretString)> {
         let actor = policy::signed_in(actor)?;
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(CoreError::invalid("name", "must be 1 to 100 characters"));
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(CoreError::invalid("name", "must be 1 to 100 characters, none of them control characters"));
         }
         let secret = format!("{API_TOKEN_PREFIX}{}", self.tokens.generate().expose_secret());
         let token = self.auth.create_api_token(actor.id, name.to_owned(), self.tokens.digest(&secret)).await?;

@@ -81,6 +81,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether a status frame still lets `actor` see the session; other frames change nothing.
+fn still_visible(actor: Option<&Actor>, frame: &crate::events::Frame) -> bool {
+    match &frame.data {
+        FrameData::Status(s) => {
+            policy::decide(actor, s.owner.id, s.visibility, Action::View) == policy::Decision::Allow
+        }
+        FrameData::OpenCode(_) => true,
+    }
+}
+
 fn not_ready(session: &Session) -> CoreError {
     let detail = match (session.status, &session.status_reason) {
         (Status::Failed, Some(r)) => format!("the session failed: {r}"),
@@ -169,7 +179,8 @@ impl SessionService {
         if update.title.is_none() && update.visibility.is_none() {
             return Ok(session);
         }
-        let updated = self.deps().sessions.update(id, session.version, update).await?;
+        // Against the current version: activity changes bump it all the time.
+        let updated = self.update_current(id, |_| Ok(()), update).await?;
         self.publish_status(&updated);
         Ok(updated)
     }
@@ -187,7 +198,7 @@ impl SessionService {
             session
         } else {
             let update = SessionUpdate { status: Some(Status::Deleting), ..Default::default() };
-            self.deps().sessions.update(id, session.version, update).await?
+            self.update_current(id, |s| s.status.transition(Status::Deleting).map(|_| ()), update).await?
         };
         self.publish_status(&deleting);
         self.forget(id);
@@ -261,7 +272,26 @@ impl SessionService {
         last_event_id: Option<u64>,
     ) -> Result<(Session, Subscription)> {
         let session = self.authorize(actor, id, Action::View).await?;
-        Ok((session, self.deps().hub.subscribe(id, last_event_id)))
+        let mut sub = self.deps().hub.subscribe(id, last_event_id);
+        let actor = actor.copied();
+        // The stream ends for anyone who loses access while watching (made private).
+        sub.live = sub.live.take_while(move |f| futures::future::ready(still_visible(actor.as_ref(), f))).boxed();
+        Ok((session, sub))
+    }
+
+    /// Resolves when `actor` can no longer see the session (made private, or deleted), so the
+    /// relay can end long-lived responses such as OpenCode's own event stream.
+    pub fn access_revoked(&self, actor: Option<&Actor>, id: SessionId) -> futures::future::BoxFuture<'static, ()> {
+        let actor = actor.copied();
+        let live = self.deps().hub.subscribe(id, None).live;
+        Box::pin(async move {
+            let mut live = live;
+            while let Some(frame) = live.next().await {
+                if !still_visible(actor.as_ref(), &frame) {
+                    return;
+                }
+            }
+        })
     }
 
     /// The endpoint behind the raw OpenCode pass-through: observers may read, the owner may
@@ -331,6 +361,7 @@ impl SessionService {
                 Err(_) => false,
             };
             if gone {
+                self.forget(id);
                 let _ = self.deps().runtime.teardown(id, None).await;
             } else {
                 self.mark_failed(id, &format!("could not start the session's runtime: {}", describe(&e))).await;
@@ -379,10 +410,10 @@ impl SessionService {
             None => self.deps().data_plane.create_session(&endpoint, &session.title).await?,
         };
         let live = Live { endpoint, opencode_session: opencode_session.clone() };
-        lock(&self.inner.live).insert(id, live.clone());
-        self.spawn_pump(id, live.clone(), upstream);
         let activity =
             self.deps().data_plane.activity(&live.endpoint, &opencode_session).await.unwrap_or(Activity::Idle);
+        // Ready first: if the session was deleted meanwhile this fails, and no relay is left
+        // behind. Events arriving until the pump runs wait in the subscription's buffer.
         self.set_status(
             id,
             Status::Ready,
@@ -393,6 +424,8 @@ impl SessionService {
             },
         )
         .await?;
+        lock(&self.inner.live).insert(id, live.clone());
+        self.spawn_pump(id, live.clone(), upstream);
         if let Some(prompt) = state.pending_prompt {
             self.deps().data_plane.prompt(&live.endpoint, &opencode_session, &prompt).await?;
             self.update_current(id, |_| Ok(()), SessionUpdate { pending_prompt: Some(None), ..Default::default() })
@@ -443,7 +476,10 @@ impl SessionService {
                     }
                 }
                 UpstreamEvent::Gone(reason) => {
-                    self.mark_failed(id, &format!("lost the connection to OpenCode: {reason}")).await;
+                    // On its own task: marking failed aborts this pump, which would cancel it.
+                    let this = self.clone();
+                    let reason = format!("lost the connection to OpenCode: {reason}");
+                    self.deps().spawner.spawn(Box::pin(async move { this.mark_failed(id, &reason).await }));
                     return;
                 }
             }
@@ -477,7 +513,7 @@ impl SessionService {
             activity: Some(Activity::Idle),
             ..Default::default()
         };
-        let _ = self
+        let failed = self
             .update_current(
                 id,
                 |s| {
@@ -489,8 +525,13 @@ impl SessionService {
                 },
                 SessionUpdate { status: Some(Status::Failed), ..update },
             )
-            .await
-            .map(|s| self.publish_status(&s));
+            .await;
+        if let Ok(session) = failed {
+            self.publish_status(&session);
+            // A hung runtime must not keep running behind a failed session; its data stays.
+            // Best effort: a runtime that cannot be stopped reports that itself.
+            let _ = self.deps().runtime.stop(id).await;
+        }
     }
 
     /// Turns runtime failures into failed sessions; runs for the life of the control plane.

@@ -299,6 +299,7 @@ fn a_runtime_that_never_gets_ready_fails_the_session_with_its_reason() {
         .returning(|_| Err(CoreError::Unavailable("OpenCode exited unexpectedly with status 1".into())));
     m.data_plane.expect_create_session().times(0);
     m.data_plane.expect_prompt().times(0);
+    m.runtime.expect_stop().with(eq(SID)).times(1).returning(|_| Ok(()));
     let svc = m.build(Collect::default());
     run(svc.start(SID));
     let s = stored.lock().unwrap().clone();
@@ -314,6 +315,7 @@ fn runtime_failures_mark_live_sessions_failed() {
     m.runtime.expect_events().returning(|| {
         futures::stream::iter([RuntimeEvent::Failed { session_id: SID, reason: "killed by signal 9".into() }]).boxed()
     });
+    m.runtime.expect_stop().times(1).returning(|_| Ok(()));
     let svc = m.build(Collect::default());
     run(svc.watch_runtime());
     let s = stored.lock().unwrap().clone();
