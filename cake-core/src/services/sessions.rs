@@ -180,7 +180,7 @@ impl SessionService {
             return Ok(session);
         }
         // Against the current version: activity changes bump it all the time.
-        let updated = self.update_current(id, |_| Ok(()), update).await?;
+        let updated = self.update_from(Some(session), id, |_| Ok(()), update).await?;
         self.publish_status(&updated);
         Ok(updated)
     }
@@ -198,7 +198,7 @@ impl SessionService {
             session
         } else {
             let update = SessionUpdate { status: Some(Status::Deleting), ..Default::default() };
-            self.update_current(id, |s| s.status.transition(Status::Deleting).map(|_| ()), update).await?
+            self.update_from(Some(session), id, |s| s.status.transition(Status::Deleting).map(|_| ()), update).await?
         };
         self.publish_status(&deleting);
         self.forget(id);
@@ -332,9 +332,24 @@ impl SessionService {
         check: impl Fn(&Session) -> Result<()>,
         update: SessionUpdate,
     ) -> Result<Session> {
+        self.update_from(None, id, check, update).await
+    }
+
+    /// [`Self::update_current`], trying a session the caller just read first (saving a read
+    /// when nothing changed in between).
+    async fn update_from(
+        &self,
+        mut known: Option<Session>,
+        id: SessionId,
+        check: impl Fn(&Session) -> Result<()>,
+        update: SessionUpdate,
+    ) -> Result<Session> {
         let mut attempts = 0;
         loop {
-            let current = self.deps().sessions.get(id).await?.ok_or(CoreError::NotFound(Resource::Session))?;
+            let current = match known.take() {
+                Some(s) => s,
+                None => self.deps().sessions.get(id).await?.ok_or(CoreError::NotFound(Resource::Session))?,
+            };
             check(&current)?;
             match self.deps().sessions.update(id, current.version, update.clone()).await {
                 Err(CoreError::Conflict { code: "concurrent_update", .. }) if attempts < 5 => attempts += 1,
@@ -343,9 +358,19 @@ impl SessionService {
         }
     }
 
-    async fn set_status(&self, id: SessionId, to: Status, mut update: SessionUpdate) -> Result<Session> {
+    async fn set_status(&self, id: SessionId, to: Status, update: SessionUpdate) -> Result<Session> {
+        self.set_status_from(None, id, to, update).await
+    }
+
+    async fn set_status_from(
+        &self,
+        known: Option<Session>,
+        id: SessionId,
+        to: Status,
+        mut update: SessionUpdate,
+    ) -> Result<Session> {
         update.status = Some(to);
-        let session = self.update_current(id, |s| s.status.transition(to).map(|_| ()), update).await?;
+        let session = self.update_from(known, id, |s| s.status.transition(to).map(|_| ()), update).await?;
         self.publish_status(&session);
         Ok(session)
     }
@@ -387,7 +412,9 @@ impl SessionService {
             previous: state.handle.clone(),
         };
         let handle = self.deps().runtime.provision(spec).await?;
-        self.set_status(
+        let title = session.title.clone();
+        self.set_status_from(
+            Some(session),
             id,
             Status::Starting,
             SessionUpdate {
@@ -407,7 +434,7 @@ impl SessionService {
         }
         let opencode_session = match state.opencode_session_id {
             Some(oc) => oc,
-            None => self.deps().data_plane.create_session(&endpoint, &session.title).await?,
+            None => self.deps().data_plane.create_session(&endpoint, &title).await?,
         };
         let live = Live { endpoint, opencode_session: opencode_session.clone() };
         let activity =
