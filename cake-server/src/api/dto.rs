@@ -176,8 +176,9 @@ pub struct ProvidersDto {
 }
 
 /// A session's lifecycle state.
-#[derive(Debug, Clone, Copy, Enum)]
+#[derive(Debug, Clone, Copy, Enum, serde::Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum StatusDto {
     /// The runtime is being provisioned.
     Provisioning,
@@ -192,8 +193,9 @@ pub enum StatusDto {
 }
 
 /// What the agent is doing (meaningful when ready).
-#[derive(Debug, Clone, Copy, Enum)]
+#[derive(Debug, Clone, Copy, Enum, serde::Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum ActivityDto {
     /// Waiting for a prompt.
     Idle,
@@ -204,7 +206,7 @@ pub enum ActivityDto {
 }
 
 /// A session's owner.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "Owner")]
 pub struct OwnerDto {
     /// Id.
@@ -216,8 +218,9 @@ pub struct OwnerDto {
 }
 
 /// A Cake session.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "Session", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SessionDto {
     /// Id.
     pub id: Uuid,
@@ -291,8 +294,9 @@ pub struct PatchSessionBody {
 }
 
 /// One page of sessions, newest first.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SessionPage {
     /// The sessions.
     pub items: Vec<SessionDto>,

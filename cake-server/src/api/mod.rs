@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod dto;
+pub mod fast_json;
 pub mod me;
 pub mod meta;
 pub mod sessions;

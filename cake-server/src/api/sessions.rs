@@ -21,6 +21,7 @@ use super::dto::{
     CreateSessionBody, EventFrame, MessageBody, PatchSessionBody, PermissionBody, ReplyDto, SessionDto, SessionPage,
     VisibilityFilter,
 };
+use super::fast_json::FastJson;
 use super::me::NoContent;
 use crate::error::ApiResult;
 use crate::identity::Identity;
@@ -101,7 +102,7 @@ impl SessionsApi {
         limit: Query<Option<i64>>,
         /// `nextCursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<SessionPage>> {
+    ) -> ApiResult<FastJson<SessionPage>> {
         let filter = match visibility.0.unwrap_or_default() {
             VisibilityFilter::All => ListFilter::All,
             VisibilityFilter::Public => ListFilter::Public,
@@ -110,7 +111,7 @@ impl SessionsApi {
         let limit = limit.0.map(Limit::parse).transpose()?.unwrap_or(Limit::DEFAULT);
         let cursor = cursor.0.as_deref().map(Cursor::decode).transpose()?;
         let page = state.sessions.list(identity.actor().as_ref(), filter, limit, cursor).await?;
-        Ok(Json(SessionPage {
+        Ok(FastJson(SessionPage {
             items: page.items.iter().map(Into::into).collect(),
             next_cursor: page.next_cursor.map(|c| c.encode()),
         }))
