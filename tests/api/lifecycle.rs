@@ -144,10 +144,16 @@ async fn sessions_end_to_end_on_real_opencode() {
         admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"title": "Renamed"}))).await;
     assert_eq!((status, patched["title"].as_str()), (200, Some("Renamed")));
 
-    // Made private while Bob watches: his stream ends and the session disappears for him.
+    // Made private while Bob watches (Cake's stream and OpenCode's own through the pass-through):
+    // both end, and the session disappears for him.
+    let raw = bob.client.get(format!("{}/api/sessions/{pid}/opencode/event", app.base)).send().await.unwrap();
+    assert_eq!(raw.status(), 200);
+    let mut bob_raw = cake_tests::sse::SseReader::new(raw);
+    assert!(bob_raw.next(Duration::from_secs(10)).await.is_some(), "OpenCode's server.connected");
     let (status, _) = admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"private": true}))).await;
     assert_eq!(status, 200);
     assert!(bob_events.closes_within(Duration::from_secs(5)).await, "a watcher who lost access is cut off");
+    assert!(bob_raw.closes_within(Duration::from_secs(5)).await, "so is a raw OpenCode event stream");
     assert_eq!(bob.get(&format!("/api/sessions/{pid}")).await.0, 404);
     let (status, _) = admin.send("PATCH", &format!("/api/sessions/{pid}"), Some(json!({"private": false}))).await;
     assert_eq!(status, 200);
