@@ -283,7 +283,8 @@ fn hex_encode(bytes: &[u8]) -> String {
 pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
     let service = api::service(public_url);
     let spec = api::spec_json(&service);
-    let docs = service.swagger_ui();
+    // poem-openapi's Swagger UI page, showing the spec as served (with its security schemes).
+    let docs_html = service.swagger_ui_html().replacen(&service.spec(), &spec, 1);
     let identity_state = state.clone();
     let metrics = state.metrics.clone();
     Route::new()
@@ -292,7 +293,7 @@ pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
             "/api/openapi.json",
             poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
         )
-        .nest("/api/docs", docs)
+        .at("/api/docs", poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone())))
         .nest("/api", service.around(limit_body).around(error::envelope))
         .at("/readyz", readyz)
         .at("/metrics", metrics_endpoint)
