@@ -63,13 +63,6 @@ pub fn response(status: StatusCode, code: &str, message: impl Into<String>) -> R
     body(code, message).with_status(status).into_response()
 }
 
-impl ApiError {
-    /// A 400 with a code.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::BadRequest(body(code, message))
-    }
-}
-
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {

@@ -21,22 +21,11 @@ pub const COOKIE_NAME: &str = "better-auth.session_token";
 /// The cookie's name over HTTPS (browsers only accept it with `Secure`).
 pub const SECURE_COOKIE_NAME: &str = "__Secure-better-auth.session_token";
 
-/// How a request was authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// The session cookie.
-    Cookie,
-    /// An API token.
-    Bearer,
-}
-
 /// The resolved identity of a request; anonymous when `user` is `None`.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     /// The signed-in user.
     pub user: Option<User>,
-    /// How.
-    pub via: Option<Via>,
     /// The raw cookie token (for sign-out and get-session).
     pub cookie_token: Option<String>,
 }
@@ -124,7 +113,7 @@ async fn identify(state: &AppState, req: &Request) -> Identity {
         let Some(token) = cookie_value(req, name).and_then(|raw| state.cookies.verify(raw)) else { continue };
         match state.auth.session_for_token(&token).await {
             Ok(Some((_, user))) => {
-                return Identity { user: Some(user), via: Some(Via::Cookie), cookie_token: Some(token) };
+                return Identity { user: Some(user), cookie_token: Some(token) };
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "session lookup failed"),
@@ -138,7 +127,7 @@ async fn identify(state: &AppState, req: &Request) -> Identity {
         .map(str::trim);
     if let Some(token) = bearer {
         match state.auth.user_for_api_token(token).await {
-            Ok(Some(user)) => return Identity { user: Some(user), via: Some(Via::Bearer), cookie_token: None },
+            Ok(Some(user)) => return Identity { user: Some(user), cookie_token: None },
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "API token lookup failed"),
         }

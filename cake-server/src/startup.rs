@@ -58,13 +58,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     local: Option<Arc<LocalRuntime>>,
     embedded: Option<EmbeddedPostgres>,
-    pool: sqlx_pool::Pool,
-}
-
-/// The pool type, named without a direct sqlx dependency.
-mod sqlx_pool {
-    /// A PostgreSQL pool.
-    pub type Pool = cake_adapters::postgres::PgPool;
+    pool: postgres::PgPool,
 }
 
 fn load_or_create_secret(config: &Config) -> Result<SecretString, StartupError> {
@@ -244,7 +238,7 @@ impl Application {
     }
 
     /// The database pool, for embedding and benchmarks.
-    pub fn pool(&self) -> &cake_adapters::postgres::PgPool {
+    pub fn pool(&self) -> &postgres::PgPool {
         &self.pool
     }
 

@@ -67,7 +67,7 @@ fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY-free check: root's HOME-independent uid via /proc.
+    // The effective uid from /proc, which needs no unsafe libc call.
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
