@@ -404,6 +404,7 @@ def matrix_cases(name):
         for path in ("/tmp", "/var/lib/cake"):
             check(path in mounts and "emptyDir" in vols[mounts[path]], f"{path} is not an emptyDir mount")
         eq(spec["serviceAccountName"], fullname_of(name), "serviceAccountName")
+        eq(spec.get("enableServiceLinks"), False, "enableServiceLinks")
         check("checksum/secrets" in dep["spec"]["template"]["metadata"]["annotations"], "no checksum annotation")
         svc = find(docs, "Service", fullname_of(name))
         eq(svc["spec"]["ports"], [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}], "Service ports")
@@ -1392,7 +1393,8 @@ def main():
             fn()
         except Failure as e:
             failed += 1
-            print(f"not ok - {name}: {e}")
+            reason = str(e)
+            print(f"not ok - {name}: {reason if len(reason) <= 600 else reason[:600] + ' …'}")
         except Exception as e:  # a bug in the test or an unexpected rendering
             failed += 1
             detail = traceback.format_exception_only(type(e), e)[-1].strip()
