@@ -10,10 +10,17 @@
 //! - [`opencode`]: [`opencode::OpenCodeClient`], the HTTP + SSE client of a data plane.
 //! - [`relay`]: [`relay::BroadcastHub`], the per-session fan-out of frames to observers.
 //! - [`crypto`]: AES-256-GCM secrets at rest, argon2id passwords, random tokens.
+//! - [`header_auth`]: [`header_auth::HeaderAuth`], identity from a trusted proxy's headers
+//!   (seed 002), with optional trusted-proxy networks and JWKS verification.
+//! - [`oidc`]: [`oidc::OidcClient`], OpenID Connect sign-in (code flow, PKCE, state, nonce).
+//! - [`jwks`]: [`jwks::JwksVerifier`], JWT signatures checked against a remote key set.
 //! - [`system`]: the clock, ids and the tokio spawner.
 
 pub mod crypto;
+pub mod header_auth;
+pub mod jwks;
 pub mod local;
+pub mod oidc;
 pub mod opencode;
 pub mod postgres;
 pub mod relay;

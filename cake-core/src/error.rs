@@ -19,6 +19,21 @@ pub enum CoreError {
     /// The actor may see the thing but not do this to it (HTTP 403).
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The request is refused for a reason with its own stable code (HTTP 403), e.g.
+    /// `internal_email` or `csrf_origin`.
+    #[error("{message}")]
+    Refused {
+        /// Stable snake_case code.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// Too many attempts; try again after the given number of seconds (HTTP 429, `rate_limited`).
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until the next attempt is allowed.
+        retry_after_secs: u64,
+    },
     /// The request conflicts with the current state (HTTP 409) with a stable code.
     #[error("{message}")]
     Conflict {

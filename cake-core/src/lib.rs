@@ -25,6 +25,7 @@ pub mod events;
 pub mod policy;
 pub mod ports;
 pub mod provider;
+pub mod ratelimit;
 pub mod services;
 pub mod session;
 pub mod user;

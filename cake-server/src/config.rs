@@ -69,6 +69,40 @@ pub struct Config {
     #[arg(long, env = "CAKE_EMAIL_AND_PASSWORD_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub email_and_password_enabled: bool,
 
+    /// Email domains reserved for the platform's own service users: nobody signs up or signs in
+    /// with them, whichever method (comma list; subdomains included).
+    #[arg(long, env = "CAKE_INTERNAL_EMAIL_DOMAINS", value_delimiter = ',', default_value = "cake.internal")]
+    pub internal_email_domains: Vec<String>,
+
+    /// Seconds a browser session lives without being used (sliding; Better Auth's 7 days).
+    #[arg(long, env = "CAKE_SESSION_MAX_AGE", default_value_t = 604_800)]
+    pub session_max_age: u64,
+
+    /// Seconds after which a used session's expiry is moved forward (and its cookie re-sent).
+    #[arg(long, env = "CAKE_SESSION_UPDATE_AGE", default_value_t = 86_400)]
+    pub session_update_age: u64,
+
+    /// Failed email + password sign-ins allowed per account per 15 minutes (0: no limit).
+    #[arg(long, env = "CAKE_SIGN_IN_LIMIT_PER_ACCOUNT", default_value_t = 10)]
+    pub sign_in_limit_per_account: u32,
+
+    /// Sign-in and sign-up attempts allowed per client IP address per minute (0: no limit).
+    #[arg(long, env = "CAKE_SIGN_IN_LIMIT_PER_IP", default_value_t = 30)]
+    pub sign_in_limit_per_ip: u32,
+
+    /// Extra origins (scheme://host[:port], comma list) allowed to make cookie-authenticated
+    /// writes, besides CAKE_PUBLIC_URL's origin and the request's own Host (CSRF protection).
+    #[arg(long, env = "CAKE_TRUSTED_ORIGINS", value_delimiter = ',')]
+    pub trusted_origins: Vec<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub header_auth: HeaderAuthArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub oidc: OidcArgs,
+
     /// Frames kept per session for `Last-Event-ID` resumption of event streams.
     #[arg(long, env = "CAKE_EVENT_BUFFER", default_value_t = 1024)]
     pub event_buffer: usize,
@@ -80,6 +114,98 @@ pub struct Config {
     /// Log as JSON lines (for log collectors) instead of human-readable text.
     #[arg(long, env = "CAKE_LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_json: bool,
+}
+
+/// Header authentication (seed 002): identity from a trusted upstream proxy.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Header authentication (seed 002)")]
+pub struct HeaderAuthArgs {
+    /// Sign users in from identity headers set by a trusted proxy (oauth2-proxy, NGINX
+    /// auth_request, Istio ext-authz) on requests without a session cookie.
+    #[arg(id = "header_auth_enabled", long = "header-auth-enabled", env = "CAKE_HEADER_AUTH_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Header that carries the user's email when no JWT provides it.
+    #[arg(id = "header_auth_email_header", long = "header-auth-email-header", env = "CAKE_HEADER_AUTH_EMAIL_HEADER")]
+    pub email_header: Option<String>,
+
+    /// JWT claim that contains the user's email.
+    #[arg(
+        id = "header_auth_email_claim",
+        long = "header-auth-email-claim",
+        env = "CAKE_HEADER_AUTH_EMAIL_CLAIM",
+        default_value = "email"
+    )]
+    pub email_claim: String,
+
+    /// Header that carries a JWT with identity claims (decoded only, unless
+    /// CAKE_HEADER_AUTH_JWKS_URL is set).
+    #[arg(id = "header_auth_jwt_header", long = "header-auth-jwt-header", env = "CAKE_HEADER_AUTH_JWT_HEADER")]
+    pub jwt_header: Option<String>,
+
+    /// Header that carries the user's display name when no JWT provides it.
+    #[arg(id = "header_auth_user_header", long = "header-auth-user-header", env = "CAKE_HEADER_AUTH_USER")]
+    pub user_header: Option<String>,
+
+    /// JWT claim that contains the user's display name.
+    #[arg(
+        id = "header_auth_user_claim",
+        long = "header-auth-user-claim",
+        env = "CAKE_HEADER_AUTH_USER_CLAIM",
+        default_value = "name"
+    )]
+    pub user_claim: String,
+
+    /// Beyond the seed: CIDR list of proxies allowed to send identity headers (the TCP peer's
+    /// address, never X-Forwarded-For); from any other peer they are ignored and logged.
+    /// Also used to find the client address for sign-in rate limits. Empty: trust every peer.
+    #[arg(
+        id = "header_auth_trusted_proxies",
+        long = "header-auth-trusted-proxies",
+        env = "CAKE_HEADER_AUTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Beyond the seed: a JWKS URL; when set, the JWT's signature (RS256, ES256, …) and
+    /// expiry are verified against it and a bad token is a 401.
+    #[arg(id = "header_auth_jwks_url", long = "header-auth-jwks-url", env = "CAKE_HEADER_AUTH_JWKS_URL")]
+    pub jwks_url: Option<String>,
+}
+
+/// OpenID Connect sign-in (the chart's `oidc.*` values).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "OpenID Connect")]
+pub struct OidcArgs {
+    /// Offer sign-in with an OpenID Connect provider (authorization code + PKCE).
+    #[arg(id = "oidc_enabled", long = "oidc-enabled", env = "CAKE_OIDC_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// The provider's id in routes: /api/auth/oauth2/callback/<id> is the redirect URI to
+    /// register (under CAKE_PUBLIC_URL).
+    #[arg(id = "oidc_provider_id", long = "oidc-provider-id", env = "CAKE_OIDC_PROVIDER_ID", default_value = "oidc")]
+    pub provider_id: String,
+
+    /// The issuer URL (discovery: <issuer>/.well-known/openid-configuration).
+    #[arg(id = "oidc_issuer", long = "oidc-issuer", env = "CAKE_OIDC_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// The client id registered with the provider.
+    #[arg(id = "oidc_client_id", long = "oidc-client-id", env = "CAKE_OIDC_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// The client secret; leave unset for a public client (PKCE only).
+    #[arg(
+        id = "oidc_client_secret",
+        long = "oidc-client-secret",
+        env = "CAKE_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<SecretString>,
+
+    /// Scopes to request (space or comma separated; `openid` is always included).
+    #[arg(id = "oidc_scopes", long = "oidc-scopes", env = "CAKE_OIDC_SCOPES", default_value = "openid email profile")]
+    pub scopes: String,
 }
 
 impl Config {

@@ -33,7 +33,8 @@ pub enum ApiError {
     /// No valid identity (`unauthenticated`) or wrong credentials (`invalid_credentials`).
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// The caller may see the resource but not do this (`not_owner`, `not_admin`).
+    /// The caller may see the resource but not do this (`not_owner`, `not_admin`), or the
+    /// request is refused (`csrf_origin`, `internal_email`, `oidc_refused`, `invalid_state`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such resource, or one the caller must not know about (`session_not_found`, …).
@@ -42,6 +43,9 @@ pub enum ApiError {
     /// Conflicts with the current state (`no_provider`, `session_not_ready`, `email_taken`, …).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// Too many attempts (`rate_limited`); `Retry-After` says when to try again.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     /// The request body is over 1 MiB (`payload_too_large`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -80,6 +84,10 @@ impl From<CoreError> for ApiError {
             CoreError::Forbidden(msg) => {
                 let code = if msg.contains("administrator") { "not_admin" } else { "not_owner" };
                 Self::Forbidden(body(code, msg))
+            }
+            CoreError::Refused { code, message } => Self::Forbidden(body(code, message)),
+            CoreError::RateLimited { retry_after_secs } => {
+                Self::TooManyRequests(body("rate_limited", e.to_string()), retry_after_secs.to_string())
             }
             CoreError::Conflict { code, message } => Self::Conflict(body(code, message)),
             CoreError::InvalidInput { .. } => Self::BadRequest(body("invalid_input", e.to_string())),
@@ -163,6 +171,8 @@ mod tests {
             (CoreError::Forbidden("only the session's owner may do this"), 403, "not_owner"),
             (CoreError::Forbidden("only administrators may do this"), 403, "not_admin"),
             (CoreError::Conflict { code: "no_provider", message: "x".into() }, 409, "no_provider"),
+            (CoreError::Refused { code: "internal_email", message: "x".into() }, 403, "internal_email"),
+            (CoreError::RateLimited { retry_after_secs: 7 }, 429, "rate_limited"),
             (CoreError::invalid("title", "bad"), 400, "invalid_input"),
             (CoreError::Disabled("x"), 404, "not_found"),
             (CoreError::Unavailable("db".into()), 503, "unavailable"),

@@ -1,19 +1,30 @@
-//! Who is asking (DESIGN.md, "Authentication"): a signed Better-Auth-shaped session cookie, or
-//! `Authorization: Bearer cake_…` (an API token). The [`resolve`] middleware puts an
-//! [`Identity`] into every request; handlers pass `identity.actor()` to the services, whose
-//! policy answers anonymous callers with 401. Identity resolution decides nothing else.
+//! Who is asking (DESIGN.md, "Authentication"), in this order: a signed Better-Auth-shaped
+//! session cookie; `Authorization: Bearer cake_…` (an API token); when enabled, a trusted
+//! proxy's identity headers (seed 002), which create a session and set its cookie on the
+//! response. The [`resolve`] middleware puts an [`Identity`] into every request; handlers pass
+//! `identity.actor()` to the services, whose policy answers anonymous callers with 401.
+//!
+//! It also guards against cross-site request forgery: a write (`POST`, `PUT`, `PATCH`,
+//! `DELETE`) whose `Origin` (or `Referer`) is not this site is refused with 403
+//! `csrf_origin`, and a write authenticated by an ambient credential (the cookie, or proxy
+//! headers) must name its origin. Bearer-token requests carry no ambient credential and are
+//! not checked.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use cake_core::ports::HeaderRequest;
 use cake_core::user::{Actor, User};
 use hmac::{Hmac, Mac};
-use poem::http::HeaderValue;
+use ipnet::IpNet;
+use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use crate::error::{self, ApiError};
 use crate::state::AppState;
 
 /// The cookie's name over plain HTTP.
@@ -28,6 +39,12 @@ pub struct Identity {
     pub user: Option<User>,
     /// The raw cookie token (for sign-out and get-session).
     pub cookie_token: Option<String>,
+    /// Whether a browser sends the credential by itself (cookie, proxy headers): such writes
+    /// need an `Origin` of this site.
+    pub ambient: bool,
+    /// A `Set-Cookie` to add to the response (a session created by header auth, or a sliding
+    /// refresh).
+    pub set_cookie: Option<String>,
 }
 
 impl Identity {
@@ -87,6 +104,23 @@ impl CookieSigner {
         )
     }
 
+    /// The name of the cookie binding an OIDC sign-in to the browser that started it.
+    pub fn state_cookie_name(&self) -> &'static str {
+        if self.secure { "__Secure-better-auth.oauth_state" } else { "better-auth.oauth_state" }
+    }
+
+    /// `Set-Cookie` binding an OIDC sign-in's `state` to this browser for 10 minutes. Scoped to
+    /// the auth routes; `SameSite=Lax` so it comes back on the provider's top-level redirect.
+    pub fn state_cookie(&self, state: &str) -> String {
+        let value = format!("{state}.{}", self.mac(state));
+        let encoded = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string();
+        format!(
+            "{}={encoded}; Path=/api/auth; HttpOnly; SameSite=Lax; Max-Age=600{}",
+            self.state_cookie_name(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
     /// `Set-Cookie` that removes the cookie.
     pub fn clear_cookie(&self) -> String {
         format!(
@@ -97,7 +131,8 @@ impl CookieSigner {
     }
 }
 
-fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+/// The raw value of a request cookie.
+pub fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers()
         .get_all(poem::http::header::COOKIE)
         .iter()
@@ -108,12 +143,48 @@ fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-async fn identify(state: &AppState, req: &Request) -> Identity {
+/// The client's address: the TCP peer, or — when the peer is one of the trusted proxies — the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(req: &Request, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer_ip(req)?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    Some(forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer))
+}
+
+/// The TCP peer's IP address (IPv4-mapped IPv6 unwrapped).
+pub fn peer_ip(req: &Request) -> Option<IpAddr> {
+    let ip = req.remote_addr().as_socket_addr()?.ip();
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    })
+}
+
+async fn identify(state: &AppState, req: &Request) -> Result<Identity, Box<Response>> {
     for name in [SECURE_COOKIE_NAME, COOKIE_NAME] {
         let Some(token) = cookie_value(req, name).and_then(|raw| state.cookies.verify(raw)) else { continue };
         match state.auth.session_for_token(&token).await {
-            Ok(Some((_, user))) => {
-                return Identity { user: Some(user), cookie_token: Some(token) };
+            Ok(Some((session, user))) => {
+                let set_cookie = match state.auth.refresh_if_due(&token, &session).await {
+                    Ok(Some(_)) => Some(state.cookies.set_cookie(&token)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session refresh failed");
+                        None
+                    }
+                };
+                return Ok(Identity { user: Some(user), cookie_token: Some(token), ambient: true, set_cookie });
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "session lookup failed"),
@@ -127,19 +198,107 @@ async fn identify(state: &AppState, req: &Request) -> Identity {
         .map(str::trim);
     if let Some(token) = bearer {
         match state.auth.user_for_api_token(token).await {
-            Ok(Some(user)) => return Identity { user: Some(user), cookie_token: None },
+            Ok(Some(user)) => return Ok(Identity { user: Some(user), ..Identity::default() }),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "API token lookup failed"),
         }
     }
-    Identity::default()
+    if state.auth.header_auth_enabled() {
+        let headers: Vec<(String, String)> = state
+            .auth
+            .header_names()
+            .into_iter()
+            .filter_map(|name| {
+                let value = req.headers().get(name.as_str())?.to_str().ok()?.to_owned();
+                Some((name, value))
+            })
+            .collect();
+        if !headers.is_empty() {
+            let request = HeaderRequest { peer: peer_ip(req), headers };
+            match state.auth.sign_in_with_headers(&request).await {
+                Ok(Some(signed_in)) => {
+                    let token = signed_in.token.expose_secret().to_owned();
+                    let set_cookie = Some(state.cookies.set_cookie(&token));
+                    return Ok(Identity {
+                        user: Some(signed_in.user),
+                        cookie_token: Some(token),
+                        ambient: true,
+                        set_cookie,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "header auth refused the request");
+                    return Err(Box::new(ApiError::from(e).into_response()));
+                }
+            }
+        }
+    }
+    Ok(Identity::default())
 }
 
-/// Middleware: resolves the [`Identity`] of every request into its extensions.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// `scheme://host[:port]` of the request's `Origin`, else of its `Referer`.
+fn request_origin(req: &Request) -> Option<String> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(origin) = header(poem::http::header::ORIGIN) {
+        return Some(origin.to_owned());
+    }
+    let referer = header(poem::http::header::REFERER)?;
+    let after_scheme = referer.find("://")? + 3;
+    let end = referer[after_scheme..].find('/').map_or(referer.len(), |i| after_scheme + i);
+    Some(referer[..end].to_owned())
+}
+
+/// Whether `origin` is this site: the public URL's origin, a trusted origin, or the host the
+/// request was sent to (a browser sets `Host` itself, so a cross-site page cannot fake it).
+fn origin_allowed(state: &AppState, req: &Request, origin: &str) -> bool {
+    if origin.eq_ignore_ascii_case(&state.public_origin)
+        || state.trusted_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = req.headers().get(poem::http::header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Why a write must be refused as cross-site, if it must.
+fn csrf_refusal(state: &AppState, req: &Request, identity: &Identity) -> Option<&'static str> {
+    if !is_write(req.method()) {
+        return None;
+    }
+    match request_origin(req) {
+        Some(origin) if origin_allowed(state, req, &origin) => None,
+        Some(_) => Some("cross-site requests may not write: the request's Origin is not this site"),
+        None if identity.ambient => {
+            Some("writes authenticated by the session cookie must send an Origin header (or use an API token)")
+        }
+        None => None,
+    }
+}
+
+/// Middleware: resolves the [`Identity`] of every request into its extensions, refuses
+/// cross-site writes, and adds the identity's `Set-Cookie` to the response.
 pub async fn resolve<E: Endpoint>(state: Arc<AppState>, ep: E, mut req: Request) -> poem::Result<Response> {
-    let identity = identify(&state, &req).await;
+    let identity = match identify(&state, &req).await {
+        Ok(identity) => identity,
+        Err(resp) => return Ok(*resp),
+    };
+    if let Some(message) = csrf_refusal(&state, &req, &identity) {
+        return Ok(error::response(StatusCode::FORBIDDEN, "csrf_origin", message));
+    }
+    let set_cookie = identity.set_cookie.clone();
     req.extensions_mut().insert(identity);
-    Ok(ep.call(req).await?.into_response())
+    let resp = ep.call(req).await?.into_response();
+    Ok(match set_cookie {
+        // A handler that sets its own cookie (sign-in, sign-out) wins.
+        Some(c) if !resp.headers().contains_key(poem::http::header::SET_COOKIE) => with_cookie(resp, &c),
+        _ => resp,
+    })
 }
 
 /// Adds a `Set-Cookie` header.

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cake_adapters::crypto::{AesCipher, Argon2Hasher, RandomTokens};
+use cake_adapters::header_auth::{HeaderAuth, HeaderAuthConfig};
+use cake_adapters::jwks::JwksVerifier;
 use cake_adapters::local::{LocalRuntime, LocalRuntimeConfig, default_opencode_bin};
+use cake_adapters::oidc::{OidcClient, OidcConfig};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
     self, PgAuthRepository, PgProviderRepository, PgSessionRepository, PgUserRepository, embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
-use cake_core::ports::SessionRuntime;
+use cake_core::ports::{HeaderIdentity, OidcProvider, SessionRuntime};
+use cake_core::ratelimit::Rate;
 use cake_core::services::{AuthConfig, AuthService, ProviderService, SessionDeps, SessionService};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Tracing;
@@ -104,6 +108,13 @@ impl Application {
         std::fs::create_dir_all(&config.data_dir)?;
         let data_dir = config.data_dir.canonicalize()?;
         let secret = load_or_create_secret(&config)?;
+        // Bound first, so the public URL knows the real port when the listen port is 0.
+        let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| StartupError::Config("listener has no address".into()))?;
 
         let (embedded, url) = match &config.database_url {
             Some(url) => (None, url.expose_secret().to_owned()),
@@ -138,19 +149,15 @@ impl Application {
 
         let cipher = Arc::new(AesCipher::from_secret(&secret));
         let tokens = Arc::new(RandomTokens);
-        let providers = ProviderService::new(Arc::new(PgProviderRepository::new(pool.clone())), cipher);
-        let auth_config = AuthConfig {
-            admin_emails: config
-                .admin_emails
-                .iter()
-                .map(|e| e.trim().to_ascii_lowercase())
-                .filter(|e| !e.is_empty())
-                .collect(),
-            email_and_password: config.email_and_password_enabled,
-            ..AuthConfig::default()
+        let providers = ProviderService::new(Arc::new(PgProviderRepository::new(pool.clone())), cipher.clone());
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{addr}"),
         };
+        let trusted_proxies = parse_cidrs(&config.header_auth.trusted_proxies)?;
+        let auth_config = auth_config(&config, &public_url)?;
         let session_ttl = auth_config.session_ttl;
-        let auth = AuthService::new(
+        let mut auth = AuthService::new(
             Arc::new(PgUserRepository::new(pool.clone())),
             Arc::new(PgAuthRepository::new(pool.clone())),
             Arc::new(Argon2Hasher),
@@ -159,6 +166,13 @@ impl Application {
             auth_config,
         );
         let opencode = OpenCodeClient::new();
+        let http = opencode.http().clone();
+        if let Some(header) = header_auth(&config, trusted_proxies.clone(), &http)? {
+            auth = auth.with_header_identity(header);
+        }
+        if let Some(oidc) = oidc(&config, &http)? {
+            auth = auth.with_oidc(oidc, cipher.clone());
+        }
         let sessions = SessionService::new(SessionDeps {
             sessions: Arc::new(PgSessionRepository::new(pool.clone())),
             providers: providers.clone(),
@@ -169,7 +183,6 @@ impl Application {
             ids: Arc::new(RandomIds),
             spawner: Arc::new(TokioSpawner::current()),
         });
-        let public_url = config.public_url();
         let probe_pool = pool.clone();
         let db_probe: DbProbe = Arc::new(move || {
             let pool = probe_pool.clone();
@@ -184,18 +197,20 @@ impl Application {
                 public_url.starts_with("https://"),
                 session_ttl.whole_seconds(),
             )),
-            http: opencode.http().clone(),
+            http,
             db_probe,
             metrics: Arc::new(Metrics::default()),
+            public_origin: origin_of(&public_url),
+            trusted_origins: config
+                .trusted_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            trusted_proxies,
         });
 
         let app = routes(state.clone(), &public_url);
-        let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or_else(|| StartupError::Config("listener has no address".into()))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             Server::new_with_acceptor(acceptor)
@@ -262,6 +277,120 @@ impl Application {
             tracing::error!(error = %e, "stopping embedded PostgreSQL failed");
         }
     }
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn parse_cidrs(list: &[String]) -> Result<Vec<ipnet::IpNet>, StartupError> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| StartupError::Config(format!("CAKE_HEADER_AUTH_TRUSTED_PROXIES: {s:?} is not a CIDR")))
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => url[..after_scheme + i].to_owned(),
+        None => url.to_owned(),
+    }
+}
+
+fn auth_config(config: &Config, public_url: &str) -> Result<AuthConfig, StartupError> {
+    let seconds = |n: u64, name: &str| {
+        i64::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(time::Duration::seconds)
+            .ok_or_else(|| StartupError::Config(format!("{name} must be a positive number of seconds")))
+    };
+    let lower_list = |v: &[String]| -> Vec<String> {
+        v.iter().map(|e| e.trim().trim_start_matches('@').to_ascii_lowercase()).filter(|e| !e.is_empty()).collect()
+    };
+    Ok(AuthConfig {
+        admin_emails: lower_list(&config.admin_emails).into_iter().collect(),
+        email_and_password: config.email_and_password_enabled,
+        session_ttl: seconds(config.session_max_age, "CAKE_SESSION_MAX_AGE")?,
+        session_update_age: seconds(config.session_update_age, "CAKE_SESSION_UPDATE_AGE")?,
+        internal_email_domains: lower_list(&config.internal_email_domains),
+        sign_in_per_account: Rate::new(config.sign_in_limit_per_account, time::Duration::minutes(15)),
+        sign_in_per_ip: Rate::new(config.sign_in_limit_per_ip, time::Duration::minutes(1)),
+        public_url: public_url.to_owned(),
+        ..AuthConfig::default()
+    })
+}
+
+fn header_auth(
+    config: &Config,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    http: &reqwest::Client,
+) -> Result<Option<Arc<dyn HeaderIdentity>>, StartupError> {
+    let h = &config.header_auth;
+    if !h.enabled {
+        return Ok(None);
+    }
+    let jwks_url = non_empty(&h.jwks_url);
+    let auth = HeaderAuth::new(
+        HeaderAuthConfig {
+            email_header: non_empty(&h.email_header),
+            email_claim: h.email_claim.trim().to_owned(),
+            jwt_header: non_empty(&h.jwt_header),
+            user_header: non_empty(&h.user_header),
+            user_claim: h.user_claim.trim().to_owned(),
+            trusted_proxies: trusted_proxies.clone(),
+        },
+        jwks_url.as_ref().map(|u| Arc::new(JwksVerifier::new(u.clone(), http.clone()))),
+    );
+    if !auth.is_effective() {
+        tracing::warn!(
+            "CAKE_HEADER_AUTH_ENABLED is true but neither CAKE_HEADER_AUTH_JWT_HEADER nor \
+             CAKE_HEADER_AUTH_EMAIL_HEADER is set: header auth will sign nobody in"
+        );
+    }
+    if trusted_proxies.is_empty() && jwks_url.is_none() {
+        tracing::warn!(
+            "header auth trusts the network boundary: any client that reaches this server directly \
+             can claim any identity. Make sure only your proxy can reach it, or set \
+             CAKE_HEADER_AUTH_TRUSTED_PROXIES and/or CAKE_HEADER_AUTH_JWKS_URL"
+        );
+    }
+    Ok(Some(Arc::new(auth)))
+}
+
+fn oidc(config: &Config, http: &reqwest::Client) -> Result<Option<Arc<dyn OidcProvider>>, StartupError> {
+    let o = &config.oidc;
+    if !o.enabled {
+        return Ok(None);
+    }
+    let need = |v: &Option<String>, name: &str| {
+        non_empty(v).ok_or_else(|| StartupError::Config(format!("CAKE_OIDC_ENABLED is true but {name} is not set")))
+    };
+    let provider_id = o.provider_id.trim().to_owned();
+    let valid_id = !provider_id.is_empty()
+        && provider_id.len() <= 64
+        && provider_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_id {
+        return Err(StartupError::Config("CAKE_OIDC_PROVIDER_ID must be 1 to 64 letters, digits, '-' or '_'".into()));
+    }
+    let client_secret = o.client_secret.clone().filter(|s| !s.expose_secret().trim().is_empty());
+    Ok(Some(Arc::new(OidcClient::new(
+        OidcConfig {
+            provider_id,
+            issuer: need(&o.issuer, "CAKE_OIDC_ISSUER")?,
+            client_id: need(&o.client_id, "CAKE_OIDC_CLIENT_ID")?,
+            client_secret,
+            scopes: o.scopes.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        },
+        http.clone(),
+    ))))
 }
 
 /// The cookie-signing key: purpose-bound, derived from the installation secret.

@@ -28,4 +28,10 @@ pub struct AppState {
     pub db_probe: DbProbe,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// `scheme://host[:port]` of `CAKE_PUBLIC_URL`.
+    pub public_origin: String,
+    /// `CAKE_TRUSTED_ORIGINS`.
+    pub trusted_origins: Vec<String>,
+    /// `CAKE_HEADER_AUTH_TRUSTED_PROXIES` (also used to find clients' addresses).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }

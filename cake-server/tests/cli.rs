@@ -27,6 +27,27 @@ fn serve_help_documents_every_setting() {
         "CAKE_EVENT_BUFFER",
         "CAKE_LOG",
         "CAKE_LOG_JSON",
+        "CAKE_INTERNAL_EMAIL_DOMAINS",
+        "CAKE_SESSION_MAX_AGE",
+        "CAKE_SESSION_UPDATE_AGE",
+        "CAKE_SIGN_IN_LIMIT_PER_ACCOUNT",
+        "CAKE_SIGN_IN_LIMIT_PER_IP",
+        "CAKE_TRUSTED_ORIGINS",
+        // Seed 002, exactly.
+        "CAKE_HEADER_AUTH_ENABLED",
+        "CAKE_HEADER_AUTH_EMAIL_HEADER",
+        "CAKE_HEADER_AUTH_EMAIL_CLAIM",
+        "CAKE_HEADER_AUTH_JWT_HEADER",
+        "CAKE_HEADER_AUTH_USER",
+        "CAKE_HEADER_AUTH_USER_CLAIM",
+        "CAKE_HEADER_AUTH_TRUSTED_PROXIES",
+        "CAKE_HEADER_AUTH_JWKS_URL",
+        "CAKE_OIDC_ENABLED",
+        "CAKE_OIDC_PROVIDER_ID",
+        "CAKE_OIDC_ISSUER",
+        "CAKE_OIDC_CLIENT_ID",
+        "CAKE_OIDC_CLIENT_SECRET",
+        "CAKE_OIDC_SCOPES",
     ] {
         assert!(help.contains(&format!("[env: {var}")), "`cake serve --help` does not document {var}");
     }

@@ -26,7 +26,7 @@ async fn first_account_is_admin_and_later_ones_are_members() {
 async fn sign_in_get_session_and_sign_out() {
     let mut app = spawn_app().await;
     app.sign_up("carol").await;
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = cake_tests::app::browser(&app.base);
     let url = |p: &str| format!("{}{p}", app.base);
     let wrong = client
         .post(url("/api/auth/sign-in/email"))

@@ -2,6 +2,9 @@
 //! OpenCode and a fake OpenAI-compatible model. One binary, a module per area.
 
 mod auth;
+mod browser_sessions;
+mod header_auth;
 mod lifecycle;
+mod oidc;
 mod restart;
 mod validation;

@@ -10,7 +10,7 @@ use cake_tests::fake_model::FakeModel;
 use serde_json::{Value, json};
 
 async fn sign_in(base: &str) -> TestUser {
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = cake_tests::app::browser(base);
     let resp = client
         .post(format!("{base}/api/auth/sign-in/email"))
         .json(&json!({"email": "gina@example.com", "password": "correct horse battery"}))
@@ -34,7 +34,7 @@ async fn restart_on_the_same_data_dir_keeps_users_and_sessions() {
     // No DATABASE_URL: the embedded cluster in <data dir>/postgres.
     let app = Application::build(test_config(dir.path().into(), None)).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
-    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let client = cake_tests::app::browser(&base);
     let resp = client
         .post(format!("{base}/api/auth/sign-up/email"))
         .json(&json!({"email": "gina@example.com", "password": "correct horse battery", "name": "Gina"}))

@@ -55,8 +55,19 @@ pub fn anonymous() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
 
-fn cookie_client() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).timeout(Duration::from_secs(60)).build().unwrap()
+/// A browser-like client: a cookie jar, and the `Origin` header a browser sends with the
+/// writes of a page served from `base` (the server refuses cookie-authenticated writes
+/// without it).
+pub fn browser(base: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::ORIGIN, base.parse().unwrap());
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// The configuration the tests use.
@@ -89,7 +100,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 impl TestApp {
     /// Signs up `name@example.com`.
     pub async fn sign_up(&self, name: &str) -> TestUser {
-        let client = cookie_client();
+        let client = browser(&self.base);
         let email = format!("{name}@example.com");
         let resp = client
             .post(format!("{}/api/auth/sign-up/email", self.base))

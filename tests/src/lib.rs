@@ -4,5 +4,6 @@
 
 pub mod app;
 pub mod fake_model;
+pub mod oidc;
 pub mod pg;
 pub mod sse;

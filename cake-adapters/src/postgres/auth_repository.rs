@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use cake_core::Result;
-use cake_core::ports::{ApiToken, AuthRepository, AuthSession};
+use cake_core::ports::{ApiToken, AuthRepository, AuthSession, PendingLogin};
 use cake_core::user::{User, UserId};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -31,6 +31,11 @@ impl AuthRepository for PgAuthRepository {
         expires_at: OffsetDateTime,
     ) -> Result<AuthSession> {
         let id = Uuid::new_v4();
+        // The user's expired sessions go when they get a new one.
+        sqlx::query!("DELETE FROM auth_sessions WHERE user_id = $1 AND expires_at < now()", user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         sqlx::query!(
             "INSERT INTO auth_sessions (id, user_id, token_digest, expires_at) VALUES ($1, $2, $3, $4)",
             id,
@@ -64,6 +69,54 @@ impl AuthRepository for PgAuthRepository {
             Ok((AuthSession { id: r.session_id, user_id: user.id, expires_at: r.expires_at }, user))
         })
         .transpose()
+    }
+
+    async fn extend_browser_session(&self, id: Uuid, expires_at: OffsetDateTime) -> Result<()> {
+        sqlx::query!("UPDATE auth_sessions SET expires_at = $2 WHERE id = $1", id, expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_pending_login(&self, state_digest: Vec<u8>, login: PendingLogin) -> Result<()> {
+        // Expired attempts are swept here, so the table stays small without a background job.
+        sqlx::query!("DELETE FROM pending_logins WHERE expires_at < now()")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::query!(
+            r#"INSERT INTO pending_logins (state_digest, provider_id, nonce, code_verifier, callback_url, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6)"#,
+            state_digest,
+            login.provider_id,
+            login.nonce,
+            login.code_verifier_sealed,
+            login.callback_url,
+            login.expires_at
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn take_pending_login(&self, state_digest: Vec<u8>, now: OffsetDateTime) -> Result<Option<PendingLogin>> {
+        let row = sqlx::query!(
+            r#"DELETE FROM pending_logins WHERE state_digest = $1
+               RETURNING provider_id, nonce, code_verifier, callback_url, expires_at"#,
+            state_digest
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.filter(|r| r.expires_at > now).map(|r| PendingLogin {
+            provider_id: r.provider_id,
+            nonce: r.nonce,
+            code_verifier_sealed: r.code_verifier,
+            callback_url: r.callback_url,
+            expires_at: r.expires_at,
+        }))
     }
 
     async fn delete_browser_session(&self, token_digest: Vec<u8>) -> Result<()> {

@@ -256,6 +256,14 @@ impl SessionRepository for PgSessionRepository {
             .map_err(db_err)?;
         Ok(ids.into_iter().map(SessionId).collect())
     }
+
+    async fn list_owned(&self, owner: UserId) -> Result<Vec<SessionId>> {
+        let ids = sqlx::query_scalar!("SELECT id FROM sessions WHERE owner_id = $1 ORDER BY created_at", owner.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(ids.into_iter().map(SessionId).collect())
+    }
 }
 
 fn split<T>(v: Option<Option<T>>) -> (bool, Option<T>) {

@@ -68,4 +68,57 @@ impl UserRepository for PgUserRepository {
             .map_err(db_err)?;
         row.map(|r| user_from(r.id, r.email, r.name, &r.role, r.created_at)).transpose()
     }
+
+    async fn upsert_by_email(&self, user: NewUser) -> Result<User> {
+        // Fast path: the user exists and needs no promotion (every header-auth browser's first
+        // request lands here).
+        if let Some((existing, _)) = self.find_by_email(&user.email).await?
+            && (user.role != Role::Admin || existing.role == Role::Admin)
+        {
+            return Ok(existing);
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The same lock as `create`: exactly one first user becomes admin, and concurrent
+        // first requests of one email end with one row.
+        sqlx::query!("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await.map_err(db_err)?;
+        let row = sqlx::query!(
+            r#"INSERT INTO users (id, email, name, role, password_hash)
+               VALUES ($1, $2, $3,
+                       CASE WHEN EXISTS (SELECT 1 FROM users) THEN $4 ELSE 'admin' END,
+                       NULL)
+               ON CONFLICT (email) DO UPDATE
+                   SET role = CASE WHEN $4 = 'admin' THEN 'admin' ELSE users.role END
+               RETURNING id, email, name, role, created_at"#,
+            Uuid::new_v4(),
+            user.email.as_ref(),
+            user.name.as_ref(),
+            user.role.as_str(),
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        user_from(row.id, row.email, row.name, &row.role, row.created_at)
+    }
+
+    async fn set_role(&self, id: UserId, role: Role) -> Result<()> {
+        sqlx::query!("UPDATE users SET role = $2 WHERE id = $1", id.0, role.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: UserId) -> Result<bool> {
+        let done = sqlx::query!("DELETE FROM users WHERE id = $1", id.0).execute(&self.pool).await.map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list(&self, limit: i64) -> Result<Vec<User>> {
+        let rows = sqlx::query!("SELECT id, email, name, role, created_at FROM users ORDER BY email LIMIT $1", limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(|r| user_from(r.id, r.email, r.name, &r.role, r.created_at)).collect()
+    }
 }

@@ -46,6 +46,16 @@ pub trait AuthRepository: Send + Sync {
         token_digest: Vec<u8>,
         now: OffsetDateTime,
     ) -> Result<Option<(AuthSession, User)>>;
+    /// Moves a browser session's expiry (sliding refresh).
+    async fn extend_browser_session(&self, id: Uuid, expires_at: OffsetDateTime) -> Result<()>;
+    /// Stores a pending OpenID Connect sign-in under a digest of its `state`.
+    async fn create_pending_login(&self, state_digest: Vec<u8>, login: crate::ports::PendingLogin) -> Result<()>;
+    /// Takes (reads and deletes, so it works once) the unexpired pending sign-in for a state.
+    async fn take_pending_login(
+        &self,
+        state_digest: Vec<u8>,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::ports::PendingLogin>>;
     /// Revokes a browser session; revoking an unknown one is not an error.
     async fn delete_browser_session(&self, token_digest: Vec<u8>) -> Result<()>;
     /// Stores a new API token.

@@ -69,4 +69,6 @@ pub trait SessionRepository: Send + Sync {
     /// Sessions whose runtime should exist or be torn down (statuses other than `failed`),
     /// for recovery when the control plane starts.
     async fn list_unsettled(&self) -> Result<Vec<SessionId>>;
+    /// Ids of every session a user owns.
+    async fn list_owned(&self, owner: crate::user::UserId) -> Result<Vec<SessionId>>;
 }

@@ -27,4 +27,15 @@ pub trait UserRepository: Send + Sync {
     async fn find_by_email(&self, email: &Email) -> Result<Option<(User, Option<String>)>>;
     /// Gets a user by id.
     async fn get(&self, id: UserId) -> Result<Option<User>>;
+    /// The user with this email, created if absent (one user per email however many requests
+    /// race). An existing user keeps their name; `Role::Admin` promotes an existing member,
+    /// `Role::Member` never demotes. The first user of an empty installation is an admin.
+    async fn upsert_by_email(&self, user: NewUser) -> Result<User>;
+    /// Sets a user's role.
+    async fn set_role(&self, id: UserId, role: Role) -> Result<()>;
+    /// Deletes a user and, with them, their browser sessions and API tokens; `false` when there
+    /// is no such user.
+    async fn delete(&self, id: UserId) -> Result<bool>;
+    /// All users, by email (at most `limit`).
+    async fn list(&self, limit: i64) -> Result<Vec<User>>;
 }

@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -8,9 +9,11 @@ use uuid::Uuid;
 use crate::cache::TtlCache;
 use crate::error::Resource;
 use crate::ports::{
-    ApiToken, AuthRepository, AuthSession, Clock, NewUser, PasswordHasher, TokenGenerator, UserRepository,
+    ApiToken, AuthRepository, AuthSession, Clock, ExternalIdentity, HeaderIdentity, HeaderRequest, NewUser,
+    OidcProvider, PasswordHasher, PendingLogin, SecretCipher, TokenGenerator, UserRepository,
 };
-use crate::user::{Actor, Email, Role, User, UserName};
+use crate::ratelimit::{Rate, RateLimiter};
+use crate::user::{Actor, Email, Role, User, UserId, UserName};
 use crate::{CoreError, Result, policy};
 
 /// Prefix of every API token, so leaked tokens are recognisable by secret scanners.
@@ -19,17 +22,42 @@ pub const API_TOKEN_PREFIX: &str = "cake_";
 /// Settings of the sign-in methods this service runs.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// Emails that are admins whatever the order of sign-up (`CAKE_ADMIN_EMAILS`).
+    /// Emails that are admins whatever the order of sign-up, for every sign-in method
+    /// (`CAKE_ADMIN_EMAILS`).
     pub admin_emails: HashSet<String>,
     /// Whether email + password sign-up and sign-in are on (`CAKE_EMAIL_AND_PASSWORD_ENABLED`).
     pub email_and_password: bool,
-    /// How long a browser session lives (Better Auth's default is 7 days).
+    /// How long a browser session lives without being used (Better Auth's default: 7 days).
     pub session_ttl: Duration,
+    /// A session used more than this after its last refresh gets its expiry moved to
+    /// `now + session_ttl` (Better Auth's `updateAge`, default 1 day).
+    pub session_update_age: Duration,
+    /// Email domains reserved for the platform's own service users; nobody signs in or signs
+    /// up with them (`CAKE_INTERNAL_EMAIL_DOMAINS`).
+    pub internal_email_domains: Vec<String>,
+    /// Sign-in attempts per account (failed ones count).
+    pub sign_in_per_account: Rate,
+    /// Sign-in and sign-up attempts per client IP address.
+    pub sign_in_per_ip: Rate,
+    /// The public URL (`CAKE_PUBLIC_URL`): OIDC redirect URIs and allowed callback URLs.
+    pub public_url: String,
+    /// How long an OIDC sign-in may take between redirect and callback.
+    pub login_ttl: Duration,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { admin_emails: HashSet::new(), email_and_password: true, session_ttl: Duration::days(7) }
+        Self {
+            admin_emails: HashSet::new(),
+            email_and_password: true,
+            session_ttl: Duration::days(7),
+            session_update_age: Duration::days(1),
+            internal_email_domains: vec!["cake.internal".to_owned()],
+            sign_in_per_account: Rate::new(10, Duration::minutes(15)),
+            sign_in_per_ip: Rate::new(30, Duration::minutes(1)),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            login_ttl: Duration::minutes(10),
+        }
     }
 }
 
@@ -44,6 +72,27 @@ pub struct SignedIn {
     pub token: SecretString,
 }
 
+/// The start of an OIDC sign-in: where to send the browser, and the `state` to bind to it.
+#[derive(Debug)]
+pub struct LoginStart {
+    /// The provider's authorization URL.
+    pub url: String,
+    /// The `state` of this attempt (the caller binds it to the browser with a cookie).
+    pub state: SecretString,
+}
+
+/// A session created by header auth, reused for the same asserted identity for a short while
+/// so that clients which drop cookies do not create a session per request.
+#[derive(Clone)]
+struct HeaderSession {
+    user: User,
+    session: AuthSession,
+    token: SecretString,
+}
+
+/// The OIDC provider and the cipher sealing PKCE verifiers at rest.
+type Oidc = (Arc<dyn OidcProvider>, Arc<dyn SecretCipher>);
+
 /// Who a token belongs to, cached.
 #[derive(Clone)]
 enum Cached {
@@ -52,18 +101,19 @@ enum Cached {
 }
 
 impl Cached {
-    fn user_id(&self) -> crate::user::UserId {
+    fn user_id(&self) -> UserId {
         match self {
             Cached::Browser(_, u) | Cached::Api(u) => u.id,
         }
     }
 }
 
-/// Users, browser sessions and API tokens.
+/// Users, browser sessions, API tokens, and the sign-in methods: email + password, trusted
+/// proxy headers ([`HeaderIdentity`]) and OpenID Connect ([`OidcProvider`]).
 ///
 /// Every request resolves its token, so the identity behind a token digest is cached for
-/// [`AuthService::IDENTITY_CACHE_TTL`]. Sign-out and token revocation through this process
-/// take effect at once; through another replica, within the TTL.
+/// [`AuthService::IDENTITY_CACHE_TTL`]. Sign-out, token revocation and user removal through
+/// this process take effect at once; through another replica, within the TTL.
 #[derive(Clone)]
 pub struct AuthService {
     identities: Arc<TtlCache<Vec<u8>, Cached>>,
@@ -72,14 +122,20 @@ pub struct AuthService {
     hasher: Arc<dyn PasswordHasher>,
     tokens: Arc<dyn TokenGenerator>,
     clock: Arc<dyn Clock>,
-    config: AuthConfig,
+    config: Arc<AuthConfig>,
+    per_account: Arc<RateLimiter>,
+    per_ip: Arc<RateLimiter>,
+    header: Option<Arc<dyn HeaderIdentity>>,
+    header_sessions: Arc<TtlCache<ExternalIdentity, HeaderSession>>,
+    oidc: Option<Oidc>,
 }
 
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 128;
 
 impl AuthService {
-    /// Wires the service.
+    /// Wires the service (email + password and tokens; see [`Self::with_header_identity`] and
+    /// [`Self::with_oidc`] for the other sign-in methods).
     pub fn new(
         users: Arc<dyn UserRepository>,
         auth: Arc<dyn AuthRepository>,
@@ -89,39 +145,127 @@ impl AuthService {
         config: AuthConfig,
     ) -> Self {
         let identities = Arc::new(TtlCache::new(Self::IDENTITY_CACHE_TTL, 100_000));
-        Self { identities, users, auth, hasher, tokens, clock, config }
+        let per_account = Arc::new(RateLimiter::new(config.sign_in_per_account));
+        let per_ip = Arc::new(RateLimiter::new(config.sign_in_per_ip));
+        Self {
+            identities,
+            users,
+            auth,
+            hasher,
+            tokens,
+            clock,
+            config: Arc::new(config),
+            per_account,
+            per_ip,
+            header: None,
+            header_sessions: Arc::new(TtlCache::new(Self::HEADER_SESSION_REUSE, 10_000)),
+            oidc: None,
+        }
     }
+
+    /// Turns on header auth (seed 002) with this identity source.
+    pub fn with_header_identity(mut self, header: Arc<dyn HeaderIdentity>) -> Self {
+        self.header = Some(header);
+        self
+    }
+
+    /// Turns on OIDC sign-in with this provider; `cipher` seals the PKCE verifier at rest.
+    pub fn with_oidc(mut self, provider: Arc<dyn OidcProvider>, cipher: Arc<dyn SecretCipher>) -> Self {
+        self.oidc = Some((provider, cipher));
+        self
+    }
+
+    /// How long a header-auth session is handed out again to the same asserted identity.
+    pub const HEADER_SESSION_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// How long the identity behind a token is reused without asking the database.
     pub const IDENTITY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Whether header auth is on.
+    pub fn header_auth_enabled(&self) -> bool {
+        self.header.is_some()
+    }
+
+    /// The headers header auth reads (empty when it is off).
+    pub fn header_names(&self) -> Vec<String> {
+        self.header.as_ref().map(|h| h.header_names()).unwrap_or_default()
+    }
 
     fn password_enabled(&self) -> Result<()> {
         if self.config.email_and_password { Ok(()) } else { Err(CoreError::Disabled("email and password sign-in")) }
     }
 
+    fn check_not_internal(&self, email: &Email) -> Result<()> {
+        let domain = email.domain();
+        let internal = self
+            .config
+            .internal_email_domains
+            .iter()
+            .any(|d| domain == d.as_str() || domain.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.')));
+        if internal {
+            return Err(CoreError::Refused {
+                code: "internal_email",
+                message: format!("emails of {domain} are reserved for the platform's service users"),
+            });
+        }
+        Ok(())
+    }
+
+    fn role_for(&self, email: &Email) -> Role {
+        if self.config.admin_emails.contains(email.as_ref()) { Role::Admin } else { Role::Member }
+    }
+
+    fn limit_ip(&self, client: Option<IpAddr>) -> Result<()> {
+        if let Some(ip) = client {
+            self.per_ip
+                .hit(&ip.to_string(), self.clock.now())
+                .map_err(|retry_after_secs| CoreError::RateLimited { retry_after_secs })?;
+        }
+        Ok(())
+    }
+
     /// Creates an account with a password and signs it in. The first account of an empty
     /// installation, and any email in `admin_emails`, is an admin.
-    pub async fn sign_up(&self, email: &str, password: SecretString, name: &str) -> Result<SignedIn> {
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        password: SecretString,
+        name: &str,
+        client: Option<IpAddr>,
+    ) -> Result<SignedIn> {
         self.password_enabled()?;
+        self.limit_ip(client)?;
         let email = Email::parse(email)?;
+        self.check_not_internal(&email)?;
         let name = UserName::parse(name)?;
         let len = password.expose_secret().chars().count();
         if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
             return Err(CoreError::invalid("password", format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
         }
-        let role = if self.config.admin_emails.contains(email.as_ref()) { Role::Admin } else { Role::Member };
+        let role = self.role_for(&email);
         let hash = self.hasher.hash(&password)?;
         let user = self.users.create(NewUser { email, name, role, password_hash: Some(hash) }).await?;
         self.start_session(user).await
     }
 
     /// Signs in with email and password. Unknown emails and wrong passwords get the same
-    /// answer, after the same work, so accounts cannot be enumerated.
-    pub async fn sign_in(&self, email: &str, password: SecretString) -> Result<SignedIn> {
+    /// answer, after the same work, so accounts cannot be enumerated. Attempts are limited per
+    /// client IP and failures per account ([`CoreError::RateLimited`]).
+    pub async fn sign_in(&self, email: &str, password: SecretString, client: Option<IpAddr>) -> Result<SignedIn> {
         self.password_enabled()?;
+        self.limit_ip(client)?;
         let Ok(email) = Email::parse(email) else {
             return Err(CoreError::InvalidCredentials);
         };
+        let account = email.as_ref().to_owned();
+        if let Some(retry_after_secs) = self.per_account.check(&account, self.clock.now()) {
+            return Err(CoreError::RateLimited { retry_after_secs });
+        }
         let found = self.users.find_by_email(&email).await?;
         let (user, hash) = match found {
             Some((user, Some(hash))) => (Some(user), hash),
@@ -129,9 +273,64 @@ impl AuthService {
         };
         let ok = self.hasher.verify(&password, &hash);
         match user {
-            Some(user) if ok => self.start_session(user).await,
-            _ => Err(CoreError::InvalidCredentials),
+            Some(user) if ok => {
+                self.per_account.reset(&account);
+                let user = self.promote_if_listed(user).await?;
+                self.start_session(user).await
+            }
+            _ => {
+                // The failure is counted; the answer stays "invalid credentials" until the
+                // account runs out of attempts.
+                let _ = self.per_account.hit(&account, self.clock.now());
+                Err(CoreError::InvalidCredentials)
+            }
         }
+    }
+
+    async fn promote_if_listed(&self, mut user: User) -> Result<User> {
+        if user.role != Role::Admin && self.config.admin_emails.contains(&user.email) {
+            self.users.set_role(user.id, Role::Admin).await?;
+            user.role = Role::Admin;
+        }
+        Ok(user)
+    }
+
+    /// Signs in (creating the user on first sight, one user per email) someone a trusted
+    /// source vouches for: header auth or OIDC. Internal emails are refused before any user
+    /// is created.
+    pub async fn sign_in_external(&self, identity: ExternalIdentity) -> Result<SignedIn> {
+        let email = Email::parse(&identity.email)?;
+        self.check_not_internal(&email)?;
+        let name = match identity.name.as_deref().map(UserName::parse) {
+            Some(Ok(name)) => name,
+            // No usable name: the email's local part, as Better Auth does.
+            _ => UserName::parse(email.as_ref().split('@').next().unwrap_or("user"))?,
+        };
+        let role = self.role_for(&email);
+        let user = self.users.upsert_by_email(NewUser { email, name, role, password_hash: None }).await?;
+        self.start_session(user).await
+    }
+
+    /// Header auth for a request without a valid session cookie (seed 002): `None` when header
+    /// auth is off or the request asserts no identity.
+    pub async fn sign_in_with_headers(&self, request: &HeaderRequest) -> Result<Option<SignedIn>> {
+        let Some(header) = &self.header else { return Ok(None) };
+        let Some(identity) = header.identify(request).await? else { return Ok(None) };
+        if let Some(h) = self.header_sessions.get(&identity)
+            && h.session.expires_at > self.clock.now()
+        {
+            return Ok(Some(SignedIn { user: h.user, session: h.session, token: h.token }));
+        }
+        let signed_in = self.sign_in_external(identity.clone()).await?;
+        self.header_sessions.insert(
+            identity,
+            HeaderSession {
+                user: signed_in.user.clone(),
+                session: signed_in.session.clone(),
+                token: signed_in.token.clone(),
+            },
+        );
+        Ok(Some(signed_in))
     }
 
     async fn start_session(&self, user: User) -> Result<SignedIn> {
@@ -146,6 +345,7 @@ impl AuthService {
     pub async fn sign_out(&self, token: &str) -> Result<()> {
         let digest = self.tokens.digest(token);
         self.identities.remove(&digest);
+        self.header_sessions.remove_where(|h| h.token.expose_secret() == token);
         self.auth.delete_browser_session(digest).await
     }
 
@@ -163,6 +363,25 @@ impl AuthService {
             self.identities.insert(digest, Cached::Browser(session.clone(), user.clone()));
         }
         Ok(found)
+    }
+
+    /// Sliding expiry: when the session behind `token` was last refreshed more than
+    /// `session_update_age` ago, moves its expiry to `now + session_ttl` and returns the
+    /// updated session (the caller re-sends the cookie); otherwise `None`.
+    pub async fn refresh_if_due(&self, token: &str, session: &AuthSession) -> Result<Option<AuthSession>> {
+        let now = self.clock.now();
+        let refreshed_at = session.expires_at - self.config.session_ttl;
+        if now - refreshed_at < self.config.session_update_age {
+            return Ok(None);
+        }
+        let expires_at = now + self.config.session_ttl;
+        self.auth.extend_browser_session(session.id, expires_at).await?;
+        let updated = AuthSession { expires_at, ..session.clone() };
+        let digest = self.tokens.digest(token);
+        if let Some(Cached::Browser(_, user)) = self.identities.get(&digest) {
+            self.identities.insert(digest, Cached::Browser(updated.clone(), user));
+        }
+        Ok(Some(updated))
     }
 
     /// The user behind an API token (`cake_…`).
@@ -217,6 +436,137 @@ impl AuthService {
             Err(CoreError::NotFound(Resource::ApiToken))
         }
     }
+
+    /// Every user (admins only), by email, at most 1,000.
+    pub async fn list_users(&self, actor: Option<&Actor>) -> Result<Vec<User>> {
+        policy::can_administer(actor)?;
+        self.users.list(1000).await
+    }
+
+    /// Checks that `actor` may remove `user` (an admin, not themselves) and that the user
+    /// exists. Call before removing the user's sessions.
+    pub async fn check_removable(&self, actor: Option<&Actor>, user: UserId) -> Result<()> {
+        policy::can_administer(actor)?;
+        if actor.is_some_and(|a| a.id == user) {
+            return Err(CoreError::Conflict {
+                code: "cannot_remove_self",
+                message: "admins cannot remove themselves".into(),
+            });
+        }
+        self.users.get(user).await?.ok_or(CoreError::NotFound(Resource::User))?;
+        Ok(())
+    }
+
+    /// Removes a user (admins only): their browser sessions and API tokens are revoked at
+    /// once. Their Cake sessions must have been torn down first
+    /// ([`crate::services::SessionService::remove_all_of`]).
+    pub async fn remove_user(&self, actor: Option<&Actor>, user: UserId) -> Result<()> {
+        self.check_removable(actor, user).await?;
+        if !self.users.delete(user).await? {
+            return Err(CoreError::NotFound(Resource::User));
+        }
+        self.identities.remove_where(|c| c.user_id() == user);
+        self.header_sessions.remove_where(|h| h.user.id == user);
+        Ok(())
+    }
+
+    fn oidc_provider(&self, provider_id: &str) -> Result<&Oidc> {
+        match &self.oidc {
+            Some(p) if p.0.provider_id() == provider_id => Ok(p),
+            _ => Err(CoreError::Refused {
+                code: "unknown_provider",
+                message: format!("no OpenID provider {provider_id:?} is configured"),
+            }),
+        }
+    }
+
+    /// Whether OIDC sign-in is on, and its provider id.
+    pub fn oidc_provider_id(&self) -> Option<&str> {
+        self.oidc.as_ref().map(|p| p.0.provider_id())
+    }
+
+    /// The redirect URI registered with the provider.
+    pub fn oidc_redirect_uri(&self, provider_id: &str) -> String {
+        format!("{}/api/auth/oauth2/callback/{provider_id}", self.config.public_url)
+    }
+
+    /// Where a sign-in may send the browser afterwards: a path on this site, or a URL on the
+    /// public origin (anything else would be an open redirect).
+    fn check_callback_url(&self, url: &str) -> Result<String> {
+        let bad = || CoreError::invalid("callbackURL", "must be a path on this site or a URL on its public origin");
+        if url.is_empty() {
+            return Ok("/".to_owned());
+        }
+        if url.len() > 2048 || url.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(bad());
+        }
+        if url.starts_with('/') && !url.starts_with("//") {
+            return Ok(url.to_owned());
+        }
+        let origin = origin_of(&self.config.public_url);
+        match url.strip_prefix(origin) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Ok(url.to_owned()),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Starts an OIDC sign-in: stores `state`, `nonce` and the PKCE verifier, and returns the
+    /// provider's authorization URL.
+    pub async fn start_oidc(&self, provider_id: &str, callback_url: &str) -> Result<LoginStart> {
+        let (provider, cipher) = self.oidc_provider(provider_id)?;
+        let callback_url = self.check_callback_url(callback_url)?;
+        let state = self.tokens.generate();
+        let nonce = self.tokens.generate();
+        let verifier = self.tokens.generate();
+        let url = provider
+            .authorization_url(
+                &self.oidc_redirect_uri(provider_id),
+                state.expose_secret(),
+                nonce.expose_secret(),
+                &verifier,
+            )
+            .await?;
+        let pending = PendingLogin {
+            provider_id: provider_id.to_owned(),
+            nonce: nonce.expose_secret().to_owned(),
+            code_verifier_sealed: cipher.encrypt(verifier.expose_secret().as_bytes())?,
+            callback_url,
+            expires_at: self.clock.now() + self.config.login_ttl,
+        };
+        self.auth.create_pending_login(self.tokens.digest(state.expose_secret()), pending).await?;
+        Ok(LoginStart { url, state })
+    }
+
+    /// Finishes an OIDC sign-in at the callback: the pending attempt is taken (once) by its
+    /// `state`, the code exchanged and the ID token validated, and the user signed in. Returns
+    /// the session and where to send the browser.
+    pub async fn finish_oidc(&self, provider_id: &str, state: &str, code: &str) -> Result<(SignedIn, String)> {
+        let (provider, cipher) = self.oidc_provider(provider_id)?;
+        let invalid_state =
+            || CoreError::Refused { code: "invalid_state", message: "unknown, used or expired sign-in state".into() };
+        let pending = self
+            .auth
+            .take_pending_login(self.tokens.digest(state), self.clock.now())
+            .await?
+            .ok_or_else(invalid_state)?;
+        if pending.provider_id != provider_id {
+            return Err(invalid_state());
+        }
+        let verifier = cipher.decrypt(&pending.code_verifier_sealed)?;
+        let verifier = SecretString::from(String::from_utf8(verifier).map_err(CoreError::internal)?);
+        let identity = provider.exchange(&self.oidc_redirect_uri(provider_id), code, &verifier, &pending.nonce).await?;
+        let signed_in = self.sign_in_external(identity).await?;
+        Ok((signed_in, pending.callback_url))
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
 }
 
 /// A valid argon2id hash of a random password, verified against when an email is unknown so
@@ -260,7 +610,8 @@ mod tests {
         let mut hasher = MockPasswordHasher::new();
         hasher.expect_hash().times(0);
         let svc = service(users, MockAuthRepository::new(), hasher);
-        let err = block_on(svc.sign_up("a@example.com", SecretString::from("short".to_owned()), "A")).unwrap_err();
+        let err =
+            block_on(svc.sign_up("a@example.com", SecretString::from("short".to_owned()), "A", None)).unwrap_err();
         assert!(matches!(err, CoreError::InvalidInput { field: "password", .. }));
     }
 
@@ -274,7 +625,8 @@ mod tests {
         let mut hasher = MockPasswordHasher::new();
         hasher.expect_hash().returning(|_| Ok("h".into()));
         let svc = service(users, auth, hasher);
-        let s = block_on(svc.sign_up("Boss@example.com", SecretString::from("long enough".to_owned()), "B")).unwrap();
+        let s =
+            block_on(svc.sign_up("Boss@example.com", SecretString::from("long enough".to_owned()), "B", None)).unwrap();
         assert_eq!(s.session.expires_at, OffsetDateTime::UNIX_EPOCH + Duration::days(7));
     }
 
@@ -291,8 +643,8 @@ mod tests {
         auth.expect_create_browser_session().times(0);
         let svc = service(users, auth, hasher);
         let pw = || SecretString::from("whatever1".to_owned());
-        assert!(matches!(block_on(svc.sign_in("a@example.com", pw())), Err(CoreError::InvalidCredentials)));
-        assert!(matches!(block_on(svc.sign_in("b@example.com", pw())), Err(CoreError::InvalidCredentials)));
+        assert!(matches!(block_on(svc.sign_in("a@example.com", pw(), None)), Err(CoreError::InvalidCredentials)));
+        assert!(matches!(block_on(svc.sign_in("b@example.com", pw(), None)), Err(CoreError::InvalidCredentials)));
     }
 
     #[test]
@@ -301,5 +653,125 @@ mod tests {
         auth.expect_find_api_token_user().times(0);
         let svc = service(MockUserRepository::new(), auth, MockPasswordHasher::new());
         assert!(block_on(svc.user_for_api_token("not-a-cake-token")).unwrap().is_none());
+    }
+
+    fn session_repo() -> MockAuthRepository {
+        let mut auth = MockAuthRepository::new();
+        auth.expect_create_browser_session()
+            .returning(|u, _, e| Ok(AuthSession { id: Uuid::nil(), user_id: u, expires_at: e }));
+        auth
+    }
+
+    #[test]
+    fn internal_emails_are_refused_before_any_user_exists() {
+        let mut users = MockUserRepository::new();
+        users.expect_upsert_by_email().times(0);
+        users.expect_create().times(0);
+        let mut hasher = MockPasswordHasher::new();
+        hasher.expect_hash().times(0);
+        let svc = service(users, MockAuthRepository::new(), hasher);
+        for email in ["bot@cake.internal", "BOT@Cake.Internal", "x@eu.cake.internal"] {
+            let ext = ExternalIdentity { email: email.into(), name: None };
+            let err = block_on(svc.sign_in_external(ext)).unwrap_err();
+            assert!(matches!(err, CoreError::Refused { code: "internal_email", .. }), "{email}: {err:?}");
+            let err =
+                block_on(svc.sign_up(email, SecretString::from("long enough".to_owned()), "B", None)).unwrap_err();
+            assert!(matches!(err, CoreError::Refused { code: "internal_email", .. }));
+        }
+        // A lookalike domain is not internal.
+        let mut users = MockUserRepository::new();
+        users.expect_upsert_by_email().times(1).returning(|_| Ok(user(Role::Member)));
+        let svc = service(users, session_repo(), MockPasswordHasher::new());
+        block_on(svc.sign_in_external(ExternalIdentity { email: "a@notcake.internal".into(), name: None })).unwrap();
+    }
+
+    #[test]
+    fn external_sign_in_upserts_with_admin_role_and_a_fallback_name() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_upsert_by_email()
+            .withf(|u| u.role == Role::Admin && u.name.as_ref() == "boss" && u.password_hash.is_none())
+            .times(1)
+            .returning(|_| Ok(user(Role::Admin)));
+        let svc = service(users, session_repo(), MockPasswordHasher::new());
+        let ext = ExternalIdentity { email: "Boss@Example.com".into(), name: Some("   ".into()) };
+        let s = block_on(svc.sign_in_external(ext)).unwrap();
+        assert_eq!(s.user.role, Role::Admin);
+    }
+
+    #[test]
+    fn password_sign_in_promotes_listed_admins() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_email().returning(|_| {
+            let mut u = user(Role::Member);
+            u.email = "boss@example.com".into();
+            Ok(Some((u, Some("h".into()))))
+        });
+        users.expect_set_role().withf(|_, r| *r == Role::Admin).times(1).returning(|_, _| Ok(()));
+        let mut hasher = MockPasswordHasher::new();
+        hasher.expect_verify().returning(|_, _| true);
+        let svc = service(users, session_repo(), hasher);
+        let s = block_on(svc.sign_in("boss@example.com", SecretString::from("long enough".to_owned()), None)).unwrap();
+        assert_eq!(s.user.role, Role::Admin);
+    }
+
+    #[test]
+    fn failed_sign_ins_lock_the_account_and_the_ip_is_limited() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_email().returning(|_| Ok(Some((user(Role::Member), Some("h".into())))));
+        let mut hasher = MockPasswordHasher::new();
+        hasher.expect_verify().returning(|p, _| p.expose_secret() == "right one");
+        let svc = service(users, session_repo(), hasher);
+        let pw = |p: &str| SecretString::from(p.to_owned());
+        for _ in 0..10 {
+            let r = block_on(svc.sign_in("a@example.com", pw("wrong one"), None));
+            assert!(matches!(r, Err(CoreError::InvalidCredentials)));
+        }
+        // Locked: even the right password waits (the clock of this test never moves).
+        let r = block_on(svc.sign_in("a@example.com", pw("right one"), None));
+        assert!(matches!(r, Err(CoreError::RateLimited { retry_after_secs: 90 })), "{r:?}");
+        // Per IP: 30 attempts a minute, whatever the account.
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        for i in 0..30 {
+            let _ = block_on(svc.sign_in(&format!("u{i}@example.com"), pw("x"), ip));
+        }
+        let r = block_on(svc.sign_in("other@example.com", pw("right one"), ip));
+        assert!(matches!(r, Err(CoreError::RateLimited { .. })));
+    }
+
+    #[test]
+    fn sessions_slide_once_per_update_age() {
+        let mut auth = MockAuthRepository::new();
+        auth.expect_extend_browser_session()
+            .withf(|_, e| *e == OffsetDateTime::UNIX_EPOCH + Duration::days(7))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let svc = service(MockUserRepository::new(), auth, MockPasswordHasher::new());
+        let fresh = AuthSession {
+            id: Uuid::nil(),
+            user_id: UserId(Uuid::nil()),
+            expires_at: OffsetDateTime::UNIX_EPOCH + Duration::days(7) - Duration::hours(23),
+        };
+        assert!(block_on(svc.refresh_if_due("tok", &fresh)).unwrap().is_none());
+        let old = AuthSession { expires_at: OffsetDateTime::UNIX_EPOCH + Duration::days(5), ..fresh };
+        let updated = block_on(svc.refresh_if_due("tok", &old)).unwrap().unwrap();
+        assert_eq!(updated.expires_at, OffsetDateTime::UNIX_EPOCH + Duration::days(7));
+    }
+
+    #[test]
+    fn oidc_callback_urls_stay_on_this_site() {
+        let svc = service(MockUserRepository::new(), MockAuthRepository::new(), MockPasswordHasher::new());
+        for ok in ["/", "/sessions/1?x=y", "http://127.0.0.1:8080/app", ""] {
+            assert!(svc.check_callback_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "http://127.0.0.1:8080.evil.example/",
+            "/\\evil",
+            "javascript:alert(1)",
+        ] {
+            assert!(svc.check_callback_url(bad).is_err(), "{bad}");
+        }
     }
 }

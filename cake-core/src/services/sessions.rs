@@ -191,6 +191,24 @@ impl SessionService {
         self.tear_down(session).await
     }
 
+    /// Tears down every session a user owns (admins only), before the user is removed.
+    /// Returns how many were removed.
+    pub async fn remove_all_of(&self, actor: Option<&Actor>, owner: crate::user::UserId) -> Result<usize> {
+        policy::can_administer(actor)?;
+        let ids = self.deps().sessions.list_owned(owner).await?;
+        let mut removed = 0;
+        for id in ids {
+            match self.deps().sessions.get(id).await? {
+                Some(session) => {
+                    self.tear_down(session).await?;
+                    removed += 1;
+                }
+                None => continue,
+            }
+        }
+        Ok(removed)
+    }
+
     async fn tear_down(&self, session: Session) -> Result<()> {
         let id = session.id;
         session.status.transition(Status::Deleting)?;

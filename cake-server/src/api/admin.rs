@@ -1,11 +1,14 @@
-//! Installation settings: model providers (admins only).
+//! Installation settings (model providers) and users (admins only).
 
 use cake_core::provider::ProviderSettings;
+use cake_core::user::UserId;
 use poem::web::Data;
-use poem_openapi::{OpenApi, payload::Json};
+use poem_openapi::{OpenApi, param::Path, payload::Json};
+use uuid::Uuid;
 
 use super::ApiTags;
-use super::dto::ProvidersDto;
+use super::dto::{ProvidersDto, UserDto};
+use super::me::NoContent;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
 use std::sync::Arc;
@@ -58,5 +61,38 @@ impl AdminApi {
             .put(identity.actor().as_ref(), b.providers.into_iter().collect(), &b.default_model.0, b.permission)
             .await?;
         Ok(Json(to_dto(saved)))
+    }
+
+    /// Every user, by email (at most 1,000).
+    ///
+    /// Errors: `unauthenticated` (401), `not_admin` (403).
+    #[oai(path = "/users", method = "get", operation_id = "list_users")]
+    async fn list_users(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<Vec<UserDto>>> {
+        let users = state.auth.list_users(identity.actor().as_ref()).await?;
+        Ok(Json(users.into_iter().map(UserDto::from).collect()))
+    }
+
+    /// Remove a user: their sessions are torn down (runtimes stopped, data removed), then the
+    /// user, their browser sessions and API tokens are deleted — they are signed out at once.
+    ///
+    /// Errors: `unauthenticated` (401), `not_admin` (403), `user_not_found` (404),
+    /// `cannot_remove_self` (409).
+    #[oai(path = "/users/:id", method = "delete", operation_id = "delete_user")]
+    async fn delete_user(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<NoContent> {
+        let actor = identity.actor();
+        let user = UserId(id.0);
+        state.auth.check_removable(actor.as_ref(), user).await?;
+        state.sessions.remove_all_of(actor.as_ref(), user).await?;
+        state.auth.remove_user(actor.as_ref(), user).await?;
+        Ok(NoContent::Done)
     }
 }

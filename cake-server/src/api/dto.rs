@@ -80,6 +80,28 @@ pub struct SignInBody {
     pub password: Str,
 }
 
+/// `POST /api/auth/sign-in/oauth2` (Better Auth's generic OAuth plugin). Other fields Better
+/// Auth clients send are accepted and ignored.
+#[derive(Debug, Object)]
+pub struct OAuth2SignInBody {
+    /// The provider's id (`CAKE_OIDC_PROVIDER_ID`).
+    #[oai(rename = "providerId")]
+    pub provider_id: Str,
+    /// Where to land after signing in: a path on this site (default `/`) or a URL on its
+    /// public origin.
+    #[oai(rename = "callbackURL")]
+    pub callback_url: Option<Str>,
+}
+
+/// Where to send the browser to sign in.
+#[derive(Debug, Object)]
+pub struct OAuth2SignInResponse {
+    /// The provider's authorization URL.
+    pub url: String,
+    /// Always true: the client should navigate to `url`.
+    pub redirect: bool,
+}
+
 /// A successful sign-up or sign-in (Better Auth's shape).
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]

@@ -39,8 +39,10 @@ pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
         .description(
             "Control plane of Cake Agents: every session is an AI coding agent (OpenCode) in its own runtime.\n\n\
              Authenticate with the `better-auth.session_token` cookie (from sign-up/sign-in) or with \
-             `Authorization: Bearer <API token>` (create one with `POST /api/me/tokens`). Every error is \
-             `{\"error\": {\"code\", \"message\"}}`.",
+             `Authorization: Bearer <API token>` (create one with `POST /api/me/tokens`). Behind a trusted \
+             proxy, identity headers sign users in too (header auth), and `POST /api/auth/sign-in/oauth2` \
+             starts an OpenID Connect sign-in. Cookie-authenticated writes must send an `Origin` of this \
+             site (403 `csrf_origin` otherwise). Every error is `{\"error\": {\"code\", \"message\"}}`.",
         )
         .server(format!("{}/api", server_url.trim_end_matches('/')))
 }
@@ -61,7 +63,14 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
             "description": "An API token (`cake_…`) from `POST /api/me/tokens`."
         }
     });
-    let public = ["/health", "/auth/sign-up/email", "/auth/sign-in/email", "/auth/get-session"];
+    let public = [
+        "/health",
+        "/auth/sign-up/email",
+        "/auth/sign-in/email",
+        "/auth/sign-in/oauth2",
+        "/auth/oauth2/callback/{provider_id}",
+        "/auth/get-session",
+    ];
     if let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, ops) in paths.iter_mut() {
             if public.contains(&path.as_str()) {
