@@ -69,4 +69,7 @@ pub trait SessionRepository: Send + Sync {
     /// Sessions whose runtime should exist or be torn down (statuses other than `failed`),
     /// for recovery when the control plane starts.
     async fn list_unsettled(&self) -> Result<Vec<SessionId>>;
+    /// Every stored session's id and status, for runtimes that reconcile what runs against
+    /// what should run (the Kubernetes runtime deletes pods of sessions that no longer exist).
+    async fn list_statuses(&self) -> Result<Vec<(SessionId, Status)>>;
 }
