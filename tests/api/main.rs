@@ -2,6 +2,8 @@
 //! OpenCode and a fake OpenAI-compatible model. One binary, a module per area.
 
 mod auth;
+mod kubernetes;
+mod kubernetes_lifecycle;
 mod lifecycle;
 mod restart;
 mod validation;
