@@ -11,7 +11,8 @@ use cake_adapters::kubernetes::{KubeRuntime, KubeSettings, KubeStartError};
 use cake_adapters::local::{LocalRuntime, LocalRuntimeConfig, default_opencode_bin};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
-    self, DbError, PgConnectOptions, PgAuthRepository, PgProviderRepository, PgSessionRepository, PgUserRepository, embedded::EmbeddedPostgres,
+    self, DbError, PgAuthRepository, PgConnectOptions, PgProviderRepository, PgSessionRepository, PgUserRepository,
+    embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
@@ -124,8 +125,7 @@ impl Application {
                 (Some(pg), options)
             }
         };
-        let pool =
-            postgres::connect_with(options, config.database_max_connections).await.map_err(database_error)?;
+        let pool = postgres::connect_with(options, config.database_max_connections).await.map_err(database_error)?;
 
         let mut kube_runtime = None;
         let mut local = None;
@@ -292,9 +292,10 @@ fn database_error(e: DbError) -> StartupError {
 /// error naming its variable.
 pub fn kube_settings(config: &Config) -> Result<KubeSettings, StartupError> {
     let invalid = |var: &str, problem: String| StartupError::Config(format!("{var}: {problem}"));
-    let image = config.data_plane_image.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-        StartupError::Config("CAKE_DATA_PLANE_IMAGE is required with CAKE_RUNTIME=kubernetes".into())
-    })?;
+    let image =
+        config.data_plane_image.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            StartupError::Config("CAKE_DATA_PLANE_IMAGE is required with CAKE_RUNTIME=kubernetes".into())
+        })?;
     let init_image = config.data_plane_init_image.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
         StartupError::Config("CAKE_DATA_PLANE_INIT_IMAGE is required with CAKE_RUNTIME=kubernetes".into())
     })?;
@@ -312,15 +313,10 @@ pub fn kube_settings(config: &Config) -> Result<KubeSettings, StartupError> {
             KubeSettings::parse_node_selector(raw).map_err(|p| invalid("CAKE_DATA_PLANE_NODE_SELECTOR", p))?;
     }
     if let Some(raw) = config.data_plane_tolerations.as_deref().filter(|r| !r.trim().is_empty()) {
-        s.tolerations =
-            KubeSettings::parse_tolerations(raw).map_err(|p| invalid("CAKE_DATA_PLANE_TOLERATIONS", p))?;
+        s.tolerations = KubeSettings::parse_tolerations(raw).map_err(|p| invalid("CAKE_DATA_PLANE_TOLERATIONS", p))?;
     }
-    s.image_pull_secrets = config
-        .data_plane_image_pull_secrets
-        .iter()
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .collect();
+    s.image_pull_secrets =
+        config.data_plane_image_pull_secrets.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
     s.api_url = config.kube_api_url.clone().filter(|u| !u.trim().is_empty());
     s.ready_timeout = Duration::from_secs(config.data_plane_start_timeout.max(1));
     s.reconcile_interval = Duration::from_secs(config.reconcile_interval.max(1));

@@ -82,8 +82,9 @@ fn settings(fake: &FakeKube, identity: &str) -> KubeSettings {
 fn spec(id: SessionId, password: &str) -> RuntimeSpec {
     RuntimeSpec {
         session_id: id,
-        opencode_config: r#"{"model":"fake/fake-model","provider":{"fake":{"options":{"apiKey":"{env:CAKE_PROVIDER_0_API_KEY}"}}}}"#
-            .into(),
+        opencode_config:
+            r#"{"model":"fake/fake-model","provider":{"fake":{"options":{"apiKey":"{env:CAKE_PROVIDER_0_API_KEY}"}}}}"#
+                .into(),
         env: vec![("CAKE_PROVIDER_0_API_KEY".into(), SecretString::from("sk-live-1".to_owned()))],
         password: SecretString::from(password.to_owned()),
         previous: None,
@@ -91,7 +92,10 @@ fn spec(id: SessionId, password: &str) -> RuntimeSpec {
 }
 
 /// Waits for the first runtime event `pick` accepts.
-async fn next_event<T>(events: &mut BoxStream<'static, RuntimeEvent>, mut pick: impl FnMut(RuntimeEvent) -> Option<T>) -> T {
+async fn next_event<T>(
+    events: &mut BoxStream<'static, RuntimeEvent>,
+    mut pick: impl FnMut(RuntimeEvent) -> Option<T>,
+) -> T {
     let found = tokio::time::timeout(WAIT, async {
         while let Some(e) = events.next().await {
             if let Some(t) = pick(e) {
@@ -300,7 +304,10 @@ async fn pod_phases_become_progress_then_ready_with_an_answering_opencode() {
     let scheduled = json!({"type": "PodScheduled", "status": "True"});
     let init_done = json!({"name": "data-plane-init", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
     for (status, step) in [
-        (json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}), "waiting for a node"),
+        (
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}),
+            "waiting for a node",
+        ),
         (json!({"phase": "Pending", "conditions": [scheduled]}), "scheduled"),
         (
             json!({"phase": "Pending", "conditions": [scheduled],
@@ -360,8 +367,14 @@ async fn pod_failures_fail_wait_ready_and_reach_the_service_with_their_reason() 
                    "state": {"waiting": {"reason": reason, "message": message}}}]})
     };
     let cases = [
-        (waiting_on("ErrImagePull", "rpc error: manifest unknown"), "image cake/data-plane:1 could not be pulled: ErrImagePull: rpc error: manifest unknown"),
-        (waiting_on("ImagePullBackOff", "Back-off pulling image"), "image cake/data-plane:1 could not be pulled: ImagePullBackOff: Back-off pulling image"),
+        (
+            waiting_on("ErrImagePull", "rpc error: manifest unknown"),
+            "image cake/data-plane:1 could not be pulled: ErrImagePull: rpc error: manifest unknown",
+        ),
+        (
+            waiting_on("ImagePullBackOff", "Back-off pulling image"),
+            "image cake/data-plane:1 could not be pulled: ImagePullBackOff: Back-off pulling image",
+        ),
         (
             json!({"phase": "Running", "containerStatuses": [{"name": "data-plane",
                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
@@ -417,7 +430,11 @@ async fn a_410_gone_on_the_watch_relists_and_notices_pods_deleted_meanwhile() {
     let id = sessions.add(Status::Provisioning);
     rt.provision(spec(id, "pw")).await.unwrap();
     // Through the watch, so the watcher is known to be following.
-    fake.set_pod_status(NS, &object_name(id), json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}));
+    fake.set_pod_status(
+        NS,
+        &object_name(id),
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]}),
+    );
     next_event(&mut events, progress_of(id, "waiting for a node")).await;
     let is_list = |r: &wiremock::Request| {
         r.method.as_str() == "GET"
@@ -497,19 +514,27 @@ async fn the_lease_holder_deletes_orphan_pods_and_fails_sessions_whose_pods_vani
     let orphan = SessionId(uuid::Uuid::new_v4());
     for id in [failed, healthy, orphan] {
         fake.insert("pods", NS, foreign_pod(id, "Running"));
-        fake.insert("secrets", NS, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": object_name(id)}}));
+        fake.insert(
+            "secrets",
+            NS,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": object_name(id)}}),
+        );
     }
     let mut s = settings(&fake, "replica-a");
     s.reconcile_interval = Duration::from_secs(1);
     let rt = KubeRuntime::start(s, Arc::new(sessions.clone())).await.unwrap();
     let mut events = rt.events();
-    assert_eq!(next_event(&mut events, failed_of(vanished)).await, "the data plane pod is gone (deleted from outside Cake)");
+    assert_eq!(
+        next_event(&mut events, failed_of(vanished)).await,
+        "the data plane pod is gone (deleted from outside Cake)"
+    );
     let name = |id: SessionId| object_name(id);
     fake.wait_for_requests("the orphan's and the failed session's objects deleted", WAIT, |reqs| {
         [orphan, failed].iter().all(|id| {
             ["pods", "secrets"].iter().all(|kind| {
                 reqs.iter().any(|r| {
-                    r.method.as_str() == "DELETE" && r.url.path() == format!("/api/v1/namespaces/{NS}/{kind}/{}", name(*id))
+                    r.method.as_str() == "DELETE"
+                        && r.url.path() == format!("/api/v1/namespaces/{NS}/{kind}/{}", name(*id))
                 })
             })
         })
@@ -524,7 +549,8 @@ async fn the_lease_holder_deletes_orphan_pods_and_fails_sessions_whose_pods_vani
     // Renewed with the version it read (optimistic concurrency), not recreated.
     fake.wait_for_requests("a lease renewal", WAIT, |reqs| {
         reqs.iter().any(|r| {
-            r.method.as_str() == "PUT" && r.url.path() == "/apis/coordination.k8s.io/v1/namespaces/default/leases/cake-agents-reconciler"
+            r.method.as_str() == "PUT"
+                && r.url.path() == "/apis/coordination.k8s.io/v1/namespaces/default/leases/cake-agents-reconciler"
         })
     })
     .await;

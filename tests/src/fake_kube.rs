@@ -82,7 +82,9 @@ struct Api(Arc<Mutex<State>>);
 
 /// (namespace, resource, name) of a core or coordination path.
 fn route(path: &str) -> Option<(String, String, Option<String>)> {
-    let rest = path.strip_prefix("/api/v1/namespaces/").or_else(|| path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/"))?;
+    let rest = path
+        .strip_prefix("/api/v1/namespaces/")
+        .or_else(|| path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/"))?;
     let mut parts = rest.split('/');
     let ns = parts.next()?.to_owned();
     let resource = parts.next()?.to_owned();
@@ -99,7 +101,8 @@ impl Respond for Api {
             let (_, _, code) = st.failures.remove(i).unwrap();
             return status(code, if code == 409 { "Conflict" } else { "InternalError" }, "scripted failure");
         }
-        let query: BTreeMap<String, String> = req.url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let query: BTreeMap<String, String> =
+            req.url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let Some((ns, resource, name)) = route(&path) else {
             return status(404, "NotFound", &format!("the fake has no route {path}"));
         };
@@ -122,8 +125,7 @@ impl Respond for Api {
                 if lines.is_empty() { template.set_delay(WATCH_POLL) } else { template }
             }
             ("GET", "pods", None) => {
-                let items: Vec<Value> =
-                    st.pods.iter().filter(|((n, _), _)| *n == ns).map(|(_, p)| p.clone()).collect();
+                let items: Vec<Value> = st.pods.iter().filter(|((n, _), _)| *n == ns).map(|(_, p)| p.clone()).collect();
                 ResponseTemplate::new(200).set_body_json(json!({
                     "apiVersion": "v1", "kind": "PodList",
                     "metadata": {"resourceVersion": st.rv.to_string()}, "items": items
@@ -156,7 +158,8 @@ impl Respond for Api {
                 body["metadata"]["resourceVersion"] = json!(rv.to_string());
                 body["metadata"]["creationTimestamp"] = json!(now());
                 if kind == "pods" {
-                    body["status"] = existing.as_ref().map(|e| e["status"].clone()).unwrap_or(json!({"phase": "Pending"}));
+                    body["status"] =
+                        existing.as_ref().map(|e| e["status"].clone()).unwrap_or(json!({"phase": "Pending"}));
                 }
                 store.insert(key(&name), body.clone());
                 if kind == "pods" {
@@ -335,7 +338,12 @@ impl FakeKube {
     }
 
     /// Waits (bounded) until `check` holds for the fake's requests; returns them.
-    pub async fn wait_for_requests(&self, what: &str, timeout: Duration, check: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+    pub async fn wait_for_requests(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&[Request]) -> bool,
+    ) -> Vec<Request> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let reqs = self.requests().await;
@@ -385,7 +393,8 @@ pub fn secret_data(secret: &Value) -> BTreeMap<String, String> {
         .map(|d| {
             d.iter()
                 .map(|(k, v)| {
-                    let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap();
+                    let bytes =
+                        base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).unwrap();
                     (k.clone(), String::from_utf8(bytes).unwrap())
                 })
                 .collect()
@@ -437,7 +446,8 @@ impl FakeKubelet {
         let command: Vec<String> =
             container["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
         assert_eq!(command[0], "opencode");
-        let args: Vec<String> = command[1..].iter().map(|a| if a == "0.0.0.0" { ip.to_owned() } else { a.clone() }).collect();
+        let args: Vec<String> =
+            command[1..].iter().map(|a| if a == "0.0.0.0" { ip.to_owned() } else { a.clone() }).collect();
         let mut cmd = tokio::process::Command::new(opencode);
         cmd.args(&args)
             .current_dir(map(container["workingDir"].as_str().unwrap()))

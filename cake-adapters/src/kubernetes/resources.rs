@@ -118,9 +118,11 @@ fn mounts() -> Value {
 pub fn pod(settings: &KubeSettings, namespace: &str, spec: &RuntimeSpec) -> Value {
     let name = object_name(spec.session_id);
     let mut env = hardening_env();
-    env.extend(secret_keys(spec).into_iter().map(|key| {
-        json!({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
-    }));
+    env.extend(
+        secret_keys(spec)
+            .into_iter()
+            .map(|key| json!({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})),
+    );
     let resources = settings.resources.clone();
     let mut pod_spec = json!({
         "restartPolicy": "Never",
@@ -249,8 +251,7 @@ mod tests {
         let text = pod.to_string();
         assert!(!text.contains("sk-1") && !text.contains("\"pw\""), "{text}");
         let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
-        let refs: Vec<&str> =
-            env.iter().filter_map(|e| e["valueFrom"]["secretKeyRef"]["key"].as_str()).collect();
+        let refs: Vec<&str> = env.iter().filter_map(|e| e["valueFrom"]["secretKeyRef"]["key"].as_str()).collect();
         assert_eq!(refs, [PASSWORD_KEY, CONFIG_KEY, "CAKE_PROVIDER_0_API_KEY"]);
         assert_eq!(object_name(spec().session_id), "cake-session-00000000-0000-0000-0000-000000000007");
     }

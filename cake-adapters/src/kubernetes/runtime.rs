@@ -370,10 +370,8 @@ impl KubeRuntime {
             events: broadcast::channel(1024).0,
             http,
         });
-        let tasks = vec![
-            tokio::spawn(watch_pods(inner.clone())),
-            tokio::spawn(super::reconcile::run(inner.clone(), sessions)),
-        ];
+        let tasks =
+            vec![tokio::spawn(watch_pods(inner.clone())), tokio::spawn(super::reconcile::run(inner.clone(), sessions))];
         Ok(Self { inner, tasks: Mutex::new(tasks) })
     }
 

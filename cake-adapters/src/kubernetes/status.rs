@@ -62,10 +62,7 @@ fn container_failure(pod: &Pod, c: &ContainerStatus, init: bool) -> Option<Strin
         let reason = w.reason.as_deref().unwrap_or_default();
         match reason {
             "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull" | "RegistryUnavailable" => {
-                return Some(with_message(
-                    format!("image {image} could not be pulled: {reason}"),
-                    w.message.as_ref(),
-                ));
+                return Some(with_message(format!("image {image} could not be pulled: {reason}"), w.message.as_ref()));
             }
             "CrashLoopBackOff" => {
                 let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
@@ -175,7 +172,7 @@ pub fn assess(pod: &Pod) -> PodView {
     let scheduled = condition(pod, "PodScheduled").is_some_and(|c| c.status == "True");
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let image_of = |c: &ContainerStatus, init: bool| spec_image(pod, &c.name, init).unwrap_or_else(|| c.image.clone());
-    if let Some(c) = init.iter().find(|c| !c.state.as_ref().is_some_and(|s| s.terminated.is_some())) {
+    if let Some(c) = init.iter().find(|c| c.state.as_ref().is_none_or(|s| s.terminated.is_none())) {
         return PodView::Progress(if running(c) {
             "preparing the workspace".into()
         } else {
@@ -254,7 +251,9 @@ mod tests {
     fn progress_follows_the_phases() {
         let scheduled = json!({"type": "PodScheduled", "status": "True"});
         assert_eq!(
-            progress(assess(&pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]})))),
+            progress(assess(&pod(
+                json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]})
+            ))),
             "waiting for a node"
         );
         assert_eq!(
@@ -280,7 +279,8 @@ mod tests {
         let ready = json!({"phase": "Running", "conditions": [scheduled, {"type": "Ready", "status": "True"}],
             "podIP": "10.0.0.7", "containerStatuses": [{"name": "data-plane", "ready": true, "state": {"running": {}}}]});
         assert_eq!(assess(&pod(ready)), PodView::Ready { ip: "10.0.0.7".into() });
-        let ready_without_ip = json!({"phase": "Running", "conditions": [scheduled, {"type": "Ready", "status": "True"}]});
+        let ready_without_ip =
+            json!({"phase": "Running", "conditions": [scheduled, {"type": "Ready", "status": "True"}]});
         assert!(matches!(assess(&pod(ready_without_ip)), PodView::Progress(_)));
         let secret_missing = json!({"phase": "Pending", "conditions": [scheduled],
             "containerStatuses": [{"name": "data-plane", "state": {"waiting": {"reason": "CreateContainerConfigError",
@@ -292,7 +292,10 @@ mod tests {
     fn failures_say_why() {
         let pull = json!({"phase": "Pending", "containerStatuses": [{"name": "data-plane", "image": "cake/data-plane:x",
             "state": {"waiting": {"reason": "ErrImagePull", "message": "rpc error: not found"}}}]});
-        assert_eq!(failed(assess(&pod(pull))), "image cake/data-plane:x could not be pulled: ErrImagePull: rpc error: not found");
+        assert_eq!(
+            failed(assess(&pod(pull))),
+            "image cake/data-plane:x could not be pulled: ErrImagePull: rpc error: not found"
+        );
         let backoff = json!({"phase": "Pending", "initContainerStatuses": [{"name": "data-plane-init",
             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]});
         assert!(failed(assess(&pod(backoff))).starts_with("image cake/init:1 could not be pulled: ImagePullBackOff"));
@@ -316,9 +319,16 @@ mod tests {
         assert_eq!(failed(assess(&pod(exited))), "OpenCode exited with code 1 (Error)");
         let init_failed = json!({"phase": "Failed", "initContainerStatuses": [{"name": "data-plane-init",
             "state": {"terminated": {"exitCode": 2, "reason": "Error"}}}]});
-        assert!(failed(assess(&pod(init_failed))).starts_with("the workspace preparation (init container) exited with code 2"));
-        let evicted = json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."});
-        assert_eq!(failed(assess(&pod(evicted))), "the data plane pod was evicted: The node was low on resource: memory.");
+        assert!(
+            failed(assess(&pod(init_failed)))
+                .starts_with("the workspace preparation (init container) exited with code 2")
+        );
+        let evicted =
+            json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."});
+        assert_eq!(
+            failed(assess(&pod(evicted))),
+            "the data plane pod was evicted: The node was low on resource: memory."
+        );
         let mut deleting = pod(json!({"phase": "Running"}));
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));

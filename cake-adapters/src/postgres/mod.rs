@@ -38,9 +38,7 @@ pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Re
     // Every query here is an indexed lookup or keyset page whose best plan does not depend on
     // the parameter values, so a generic plan is reused at once instead of re-planning each
     // execution (re-planning was a third of the cost of listing sessions).
-    let options = options
-        .application_name("cake-agents")
-        .options([("plan_cache_mode", "force_generic_plan")]);
+    let options = options.application_name("cake-agents").options([("plan_cache_mode", "force_generic_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -72,11 +70,11 @@ pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
     }
 }
 
+/// A database error.
+pub use sqlx::Error as DbError;
 pub use sqlx::PgPool;
 /// How to reach a PostgreSQL database (a URL parsed, or the `PG*` variables).
 pub use sqlx::postgres::PgConnectOptions;
-/// A database error.
-pub use sqlx::Error as DbError;
 
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {

@@ -258,10 +258,7 @@ impl SessionRepository for PgSessionRepository {
     }
 
     async fn list_statuses(&self) -> Result<Vec<(SessionId, Status)>> {
-        let rows = sqlx::query!("SELECT id, status FROM sessions")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query!("SELECT id, status FROM sessions").fetch_all(&self.pool).await.map_err(db_err)?;
         rows.into_iter().map(|r| Ok((SessionId(r.id), Status::parse(&r.status)?))).collect()
     }
 }
