@@ -452,6 +452,22 @@ async fn a_410_gone_on_the_watch_relists_and_notices_pods_deleted_meanwhile() {
     );
     let lists_after = fake.requests().await.iter().filter(|r| is_list(r)).count();
     assert!(lists_after > lists_before, "the watcher listed again after 410 ({lists_before} → {lists_after})");
+    // Lists and watches select this installation's data-plane pods only.
+    let requests = fake.requests().await;
+    let pod_reads: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method.as_str() == "GET" && r.url.path() == format!("/api/v1/namespaces/{NS}/pods"))
+        .collect();
+    assert!(pod_reads.iter().any(|r| r.url.query().unwrap_or_default().contains("watch=true")));
+    for r in pod_reads {
+        let selector = r.url.query_pairs().find(|(k, _)| k == "labelSelector").map(|(_, v)| v.into_owned());
+        assert_eq!(
+            selector.as_deref(),
+            Some("app.kubernetes.io/managed-by=cake-agents,app.kubernetes.io/instance=cake-agents"),
+            "{}",
+            r.url
+        );
+    }
     rt.shutdown().await;
 }
 
