@@ -31,11 +31,11 @@ RUN npm install -g --no-audit --no-fund opencode-ai@1.18.33 \
     && npm cache clean --force \
     && opencode --version
 COPY --from=builder /out/cake /usr/local/bin/cake
-# The base image's `node` user (uid/gid 1000) becomes `opencode`, HOME /home/opencode.
+# The base image's `node` user (uid/gid 1000) becomes `opencode`, HOME /home/cake.
 RUN groupmod --new-name opencode node \
-    && usermod --login opencode --home /home/opencode --move-home node \
+    && usermod --login opencode --home /home/cake --move-home node \
     && install -d -o 1000 -g 1000 /workspace
-ENV HOME=/home/opencode
+ENV HOME=/home/cake
 USER 1000:1000
 WORKDIR /workspace
 EXPOSE 4096

@@ -5,6 +5,8 @@
 //! - [`postgres`]: repositories on PostgreSQL (sqlx, migrations embedded from `migrations/`)
 //!   and [`postgres::embedded::EmbeddedPostgres`], the cluster `cake serve` runs itself when no
 //!   `DATABASE_URL` is given.
+//! - [`kubernetes`]: [`kubernetes::KubeRuntime`], the session runtime that runs one pod per
+//!   session in a Kubernetes cluster, with its pod watcher and Lease-holding reconciler.
 //! - [`local`]: [`local::LocalRuntime`], the session runtime that runs `opencode serve` as a
 //!   child process per session on one machine.
 //! - [`opencode`]: [`opencode::OpenCodeClient`], the HTTP + SSE client of a data plane.
@@ -19,6 +21,7 @@
 pub mod crypto;
 pub mod header_auth;
 pub mod jwks;
+pub mod kubernetes;
 pub mod local;
 pub mod oidc;
 pub mod opencode;

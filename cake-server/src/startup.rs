@@ -9,11 +9,13 @@ use std::time::Duration;
 use cake_adapters::crypto::{AesCipher, Argon2Hasher, RandomTokens};
 use cake_adapters::header_auth::{HeaderAuth, HeaderAuthConfig};
 use cake_adapters::jwks::JwksVerifier;
+use cake_adapters::kubernetes::{KubeRuntime, KubeSettings, KubeStartError};
 use cake_adapters::local::{LocalRuntime, LocalRuntimeConfig, default_opencode_bin};
 use cake_adapters::oidc::{OidcClient, OidcConfig};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
-    self, PgAuthRepository, PgProviderRepository, PgSessionRepository, PgUserRepository, embedded::EmbeddedPostgres,
+    self, DbError, PgAuthRepository, PgConnectOptions, PgProviderRepository, PgSessionRepository, PgUserRepository,
+    embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
@@ -25,6 +27,7 @@ use poem::middleware::Tracing;
 use poem::web::Redirect;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, handler};
 use secrecy::{ExposeSecret, SecretString};
+use std::str::FromStr;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, RuntimeKind};
@@ -48,6 +51,9 @@ pub enum StartupError {
     /// A configuration value is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The session runtime could not start (e.g. no Kubernetes credentials).
+    #[error("runtime: {0}")]
+    Runtime(String),
     /// Binding or file-system trouble.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -61,6 +67,7 @@ pub struct Application {
     stop: tokio::sync::oneshot::Sender<()>,
     background: Vec<JoinHandle<()>>,
     local: Option<Arc<LocalRuntime>>,
+    kube: Option<Arc<KubeRuntime>>,
     embedded: Option<EmbeddedPostgres>,
     pool: postgres::PgPool,
 }
@@ -116,33 +123,43 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| StartupError::Config("listener has no address".into()))?;
 
-        let (embedded, url) = match &config.database_url {
-            Some(url) => (None, url.expose_secret().to_owned()),
-            None => {
+        let (embedded, options) = match (&config.database_url, &config.pg_host) {
+            (Some(url), _) => (None, PgConnectOptions::from_str(url.expose_secret()).map_err(database_error)?),
+            (None, Some(host)) => {
+                tracing::info!(host = %host, "connecting to PostgreSQL with the PG* environment variables");
+                (None, postgres::options_from_env().host(host))
+            }
+            (None, None) => {
                 let pg = EmbeddedPostgres::start(&data_dir.join("postgres")).await?;
                 tracing::info!(port = pg.port(), "embedded PostgreSQL is running");
-                let url = pg.url("cake");
-                (Some(pg), url)
+                let options = PgConnectOptions::from_str(&pg.url("cake")).map_err(database_error)?;
+                (Some(pg), options)
             }
         };
-        let pool = postgres::connect(&url, config.database_max_connections)
-            .await
-            .map_err(|e| StartupError::Database(e.to_string()))?;
+        let pool = postgres::connect_with(options, config.database_max_connections).await.map_err(database_error)?;
 
-        let (runtime, local): (Arc<dyn SessionRuntime>, Option<Arc<LocalRuntime>>) = match custom_runtime {
-            Some(r) => (r, None),
+        let mut kube_runtime = None;
+        let mut local = None;
+        let runtime: Arc<dyn SessionRuntime> = match custom_runtime {
+            Some(r) => r,
             None => match config.runtime {
                 RuntimeKind::Local => {
                     let bin = config.opencode_bin.clone().unwrap_or_else(|| default_opencode_bin(Path::new(".")));
                     let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
                     rc.ready_timeout = Duration::from_secs(config.opencode_start_timeout);
-                    let local = Arc::new(LocalRuntime::new(rc)?);
-                    (local.clone(), Some(local))
+                    let runtime = Arc::new(LocalRuntime::new(rc)?);
+                    local = Some(runtime.clone());
+                    runtime
                 }
                 RuntimeKind::Kubernetes => {
-                    return Err(StartupError::Config(
-                        "CAKE_RUNTIME=kubernetes is not available in this build yet; use local".into(),
-                    ));
+                    let settings = kube_settings(&config)?;
+                    let repo = Arc::new(PgSessionRepository::new(pool.clone()));
+                    let kube = Arc::new(KubeRuntime::start(settings, repo).await.map_err(|e| match e {
+                        KubeStartError::Config(m) => StartupError::Config(m),
+                        other => StartupError::Runtime(other.to_string()),
+                    })?);
+                    kube_runtime = Some(kube.clone());
+                    kube
                 }
             },
         };
@@ -234,7 +251,7 @@ impl Application {
             Ok(n) => tracing::info!(sessions = n, "bringing sessions back after a restart"),
             Err(e) => tracing::error!(error = %e, "could not recover sessions"),
         }
-        Ok(Self { addr, state, server, stop, background, local, embedded, pool })
+        Ok(Self { addr, state, server, stop, background, local, kube: kube_runtime, embedded, pool })
     }
 
     /// The bound address.
@@ -269,6 +286,9 @@ impl Application {
         self.state.sessions.shutdown();
         if let Some(local) = &self.local {
             local.shutdown().await;
+        }
+        if let Some(kube) = &self.kube {
+            kube.shutdown().await;
         }
         self.pool.close().await;
         if let Some(pg) = &self.embedded
@@ -391,6 +411,45 @@ fn oidc(config: &Config, http: &reqwest::Client) -> Result<Option<Arc<dyn OidcPr
         },
         http.clone(),
     ))))
+}
+
+fn database_error(e: DbError) -> StartupError {
+    StartupError::Database(e.to_string())
+}
+
+/// The Kubernetes runtime's settings; every JSON setting that does not parse is a startup
+/// error naming its variable.
+pub fn kube_settings(config: &Config) -> Result<KubeSettings, StartupError> {
+    let invalid = |var: &str, problem: String| StartupError::Config(format!("{var}: {problem}"));
+    let image =
+        config.data_plane_image.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            StartupError::Config("CAKE_DATA_PLANE_IMAGE is required with CAKE_RUNTIME=kubernetes".into())
+        })?;
+    let init_image = config.data_plane_init_image.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        StartupError::Config("CAKE_DATA_PLANE_INIT_IMAGE is required with CAKE_RUNTIME=kubernetes".into())
+    })?;
+    let mut s = KubeSettings::for_images(&image, &init_image);
+    s.namespace = config.session_namespace.clone().filter(|n| !n.trim().is_empty());
+    s.instance = config.instance.clone();
+    s.image_pull_policy = KubeSettings::parse_pull_policy(&config.data_plane_image_pull_policy)
+        .map_err(|p| invalid("CAKE_DATA_PLANE_IMAGE_PULL_POLICY", p))?;
+    s.service_account = config.data_plane_service_account.clone().filter(|n| !n.trim().is_empty());
+    if let Some(raw) = config.data_plane_resources.as_deref().filter(|r| !r.trim().is_empty()) {
+        s.resources = KubeSettings::parse_resources(raw).map_err(|p| invalid("CAKE_DATA_PLANE_RESOURCES", p))?;
+    }
+    if let Some(raw) = config.data_plane_node_selector.as_deref().filter(|r| !r.trim().is_empty()) {
+        s.node_selector =
+            KubeSettings::parse_node_selector(raw).map_err(|p| invalid("CAKE_DATA_PLANE_NODE_SELECTOR", p))?;
+    }
+    if let Some(raw) = config.data_plane_tolerations.as_deref().filter(|r| !r.trim().is_empty()) {
+        s.tolerations = KubeSettings::parse_tolerations(raw).map_err(|p| invalid("CAKE_DATA_PLANE_TOLERATIONS", p))?;
+    }
+    s.image_pull_secrets =
+        config.data_plane_image_pull_secrets.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    s.api_url = config.kube_api_url.clone().filter(|u| !u.trim().is_empty());
+    s.ready_timeout = Duration::from_secs(config.data_plane_start_timeout.max(1));
+    s.reconcile_interval = Duration::from_secs(config.reconcile_interval.max(1));
+    Ok(s)
 }
 
 /// The cookie-signing key: purpose-bound, derived from the installation secret.

@@ -2,7 +2,7 @@
 # Init container of a session pod (image: docker/data-plane-init.Dockerfile), uid 1000.
 # Prepares the session's workspace and git configuration, then exits:
 #   - the workspace ($CAKE_WORKSPACE, default /workspace) exists and is writable;
-#   - $HOME/.gitconfig (HOME defaults to /home/opencode) gets
+#   - $HOME/.gitconfig (HOME defaults to /home/cake) gets
 #       user.name  = $CAKE_GIT_USER_NAME   (when set)
 #       user.email = $CAKE_GIT_USER_EMAIL  (when set)
 #       credential.helper = /usr/local/bin/cake git-credential
@@ -16,7 +16,7 @@
 set -eu
 
 workspace="${CAKE_WORKSPACE:-/workspace}"
-HOME="${HOME:-/home/opencode}"
+HOME="${HOME:-/home/cake}"
 export HOME
 helper="${CAKE_GIT_CREDENTIAL_HELPER:-/usr/local/bin/cake git-credential}"
 

@@ -4,6 +4,8 @@
 mod auth;
 mod browser_sessions;
 mod header_auth;
+mod kubernetes;
+mod kubernetes_lifecycle;
 mod lifecycle;
 mod oidc;
 mod restart;

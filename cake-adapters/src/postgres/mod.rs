@@ -14,21 +14,31 @@ pub use user_repository::PgUserRepository;
 
 use cake_core::CoreError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connects a pool and runs pending migrations.
+/// Connects a pool to the database at `url` and runs pending migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    connect_with(PgConnectOptions::from_str(url)?, max_connections).await
+}
+
+/// Connection options from the standard libpq environment variables (`PGHOST`, `PGPORT`,
+/// `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, …), for deployments that hand the
+/// database over as separate variables rather than one URL.
+pub fn options_from_env() -> PgConnectOptions {
+    PgConnectOptions::new()
+}
+
+/// Connects a pool with explicit options and runs pending migrations.
+pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     // Every query here is an indexed lookup or keyset page whose best plan does not depend on
     // the parameter values, so a generic plan is reused at once instead of re-planning each
     // execution (re-planning was a third of the cost of listing sessions).
-    let options = PgConnectOptions::from_str(url)?
-        .application_name("cake-agents")
-        .options([("plan_cache_mode", "force_generic_plan")]);
+    let options = options.application_name("cake-agents").options([("plan_cache_mode", "force_generic_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -60,7 +70,11 @@ pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
     }
 }
 
+/// A database error.
+pub use sqlx::Error as DbError;
 pub use sqlx::PgPool;
+/// How to reach a PostgreSQL database (a URL parsed, or the `PG*` variables).
+pub use sqlx::postgres::PgConnectOptions;
 
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {

@@ -264,6 +264,11 @@ impl SessionRepository for PgSessionRepository {
             .map_err(db_err)?;
         Ok(ids.into_iter().map(SessionId).collect())
     }
+
+    async fn list_statuses(&self) -> Result<Vec<(SessionId, Status)>> {
+        let rows = sqlx::query!("SELECT id, status FROM sessions").fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.into_iter().map(|r| Ok((SessionId(r.id), Status::parse(&r.status)?))).collect()
+    }
 }
 
 fn split<T>(v: Option<Option<T>>) -> (bool, Option<T>) {

@@ -71,4 +71,7 @@ pub trait SessionRepository: Send + Sync {
     async fn list_unsettled(&self) -> Result<Vec<SessionId>>;
     /// Ids of every session a user owns.
     async fn list_owned(&self, owner: crate::user::UserId) -> Result<Vec<SessionId>>;
+    /// Every stored session's id and status, for runtimes that reconcile what runs against
+    /// what should run (the Kubernetes runtime deletes pods of sessions that no longer exist).
+    async fn list_statuses(&self) -> Result<Vec<(SessionId, Status)>>;
 }

@@ -35,6 +35,16 @@ pub struct Endpoint {
 /// Something that happened to a runtime outside any request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeEvent {
+    /// A step on the way to ready ("pulling image …", "starting OpenCode"); the service shows
+    /// it as the session's `statusReason` while the session is `provisioning` or `starting`,
+    /// so a person waiting for a slow start sees why. Runtimes that start in a second (the
+    /// local one) need not send any.
+    Progress {
+        /// Whose.
+        session_id: SessionId,
+        /// What is happening, in words a person understands.
+        detail: String,
+    },
     /// The runtime stopped on its own (process died, pod vanished, …).
     Failed {
         /// Whose.

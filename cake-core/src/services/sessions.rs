@@ -465,6 +465,8 @@ impl SessionService {
             SessionUpdate {
                 opencode_session_id: Some(Some(opencode_session.clone())),
                 activity: Some(activity),
+                // The last progress note ("starting OpenCode") no longer applies.
+                status_reason: Some(None),
                 ..Default::default()
             },
         )
@@ -579,13 +581,38 @@ impl SessionService {
         }
     }
 
-    /// Turns runtime failures into failed sessions; runs for the life of the control plane.
+    /// Turns runtime failures into failed sessions, and runtime progress into the reason shown
+    /// while a session starts; runs for the life of the control plane.
     pub async fn watch_runtime(&self) {
         let mut events = self.deps().runtime.events();
         while let Some(event) = events.next().await {
             match event {
                 RuntimeEvent::Failed { session_id, reason } => self.mark_failed(session_id, &reason).await,
+                RuntimeEvent::Progress { session_id, detail } => self.record_progress(session_id, detail).await,
             }
+        }
+    }
+
+    /// Shows a runtime's progress as the `statusReason` of a session that is still on its way
+    /// to ready; a session in any other status (or already showing it) is left alone.
+    async fn record_progress(&self, id: SessionId, detail: String) {
+        let wanted = Some(detail.clone());
+        let result = self
+            .update_current(
+                id,
+                |s| {
+                    let starting = matches!(s.status, Status::Provisioning | Status::Starting);
+                    if starting && s.status_reason != wanted {
+                        Ok(())
+                    } else {
+                        Err(CoreError::Conflict { code: "unchanged", message: String::new() })
+                    }
+                },
+                SessionUpdate { status_reason: Some(Some(detail)), ..Default::default() },
+            )
+            .await;
+        if let Ok(session) = result {
+            self.publish_status(&session);
         }
     }
 

@@ -321,3 +321,30 @@ fn runtime_failures_mark_live_sessions_failed() {
     let s = stored.lock().unwrap().clone();
     assert_eq!((s.status, s.status_reason.as_deref()), (Status::Failed, Some("killed by signal 9")));
 }
+
+#[test]
+fn runtime_progress_shows_as_the_reason_while_starting_only() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState::default());
+    stored.lock().unwrap().status = Status::Starting;
+    m.runtime.expect_events().returning(|| {
+        futures::stream::iter([
+            RuntimeEvent::Progress { session_id: SID, detail: "pulling image cake/data-plane:1".into() },
+            RuntimeEvent::Progress { session_id: SID, detail: "pulling image cake/data-plane:1".into() },
+        ])
+        .boxed()
+    });
+    m.runtime.expect_stop().times(0);
+    let svc = m.build(Collect::default());
+    run(svc.watch_runtime());
+    let s = stored.lock().unwrap().clone();
+    assert_eq!((s.status, s.status_reason.as_deref()), (Status::Starting, Some("pulling image cake/data-plane:1")));
+    assert_eq!(s.version, 2, "the repeated note was not written again");
+
+    // A ready session keeps its reason (none): progress no longer applies.
+    stored.lock().unwrap().status = Status::Ready;
+    stored.lock().unwrap().status_reason = None;
+    run(svc.watch_runtime());
+    let s = stored.lock().unwrap().clone();
+    assert_eq!((s.status, s.status_reason), (Status::Ready, None));
+}

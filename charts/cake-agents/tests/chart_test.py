@@ -1285,7 +1285,7 @@ def _():
     copies = [v for i, v in final["instructions"] if i == "COPY"]
     check(any(v.startswith("--from=builder") and v.endswith("/usr/local/bin/cake") for v in copies), f"COPY: {copies}")
     eq(final_user(final), "1000:1000", "USER")
-    eq(parser.envs.get("HOME"), "/home/opencode", "HOME")
+    eq(parser.envs.get("HOME"), "/home/cake", "HOME")
     eq([v for i, v in final["instructions"] if i == "WORKDIR"][-1], "/workspace", "WORKDIR")
     eq(json.loads(dict(final["instructions"]).get("ENTRYPOINT", "[]")), [], "ENTRYPOINT (must be reset)")
     eq(json.loads(dict(final["instructions"])["CMD"]),
@@ -1305,7 +1305,7 @@ def _():
         src = [w for w in v.split() if not w.startswith("--")][0]
         check((ROOT / src).exists(), f"COPY source {src} missing")
     eq(json.loads(dict(final["instructions"])["ENTRYPOINT"]), ["/usr/local/bin/cake-data-plane-init"], "ENTRYPOINT")
-    eq(parser.envs.get("HOME"), "/home/opencode", "HOME")
+    eq(parser.envs.get("HOME"), "/home/cake", "HOME")
 
 
 @case("docker/data-plane-init/init.sh: sh -n, bash -n, executable")
