@@ -29,6 +29,12 @@ pub struct Config {
     #[arg(long, env = "CAKE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Serve everything under this path (e.g. /agents: the API at /agents/api, probes at
+    /// /agents/readyz), for a control plane sharing a host with other apps. Include it in
+    /// CAKE_PUBLIC_URL too.
+    #[arg(long, env = "CAKE_PATH_PREFIX", default_value = "")]
+    pub path_prefix: String,
+
     /// Directory for the embedded PostgreSQL cluster, local sessions' work dirs and the
     /// generated development secret.
     #[arg(long, env = "CAKE_DATA_DIR", default_value = "./.cake")]

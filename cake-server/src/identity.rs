@@ -59,12 +59,19 @@ pub struct CookieSigner {
     key: SecretString,
     secure: bool,
     max_age_secs: i64,
+    path_prefix: String,
 }
 
 impl CookieSigner {
     /// A signer; `secure` when the public URL is https.
     pub fn new(key: SecretString, secure: bool, max_age_secs: i64) -> Self {
-        Self { key, secure, max_age_secs }
+        Self { key, secure, max_age_secs, path_prefix: String::new() }
+    }
+
+    /// The signer of an installation served under `CAKE_PATH_PREFIX`.
+    pub fn with_path_prefix(mut self, prefix: &str) -> Self {
+        self.path_prefix = prefix.to_owned();
+        self
     }
 
     fn mac(&self, token: &str) -> String {
@@ -115,8 +122,9 @@ impl CookieSigner {
         let value = format!("{state}.{}", self.mac(state));
         let encoded = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string();
         format!(
-            "{}={encoded}; Path=/api/auth; HttpOnly; SameSite=Lax; Max-Age=600{}",
+            "{}={encoded}; Path={}/api/auth; HttpOnly; SameSite=Lax; Max-Age=600{}",
             self.state_cookie_name(),
+            self.path_prefix,
             if self.secure { "; Secure" } else { "" }
         )
     }

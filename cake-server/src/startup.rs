@@ -167,9 +167,10 @@ impl Application {
         let cipher = Arc::new(AesCipher::from_secret(&secret));
         let tokens = Arc::new(RandomTokens);
         let providers = ProviderService::new(Arc::new(PgProviderRepository::new(pool.clone())), cipher.clone());
+        let prefix = path_prefix(&config.path_prefix)?;
         let public_url = match &config.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("http://{addr}"),
+            None => format!("http://{addr}{prefix}"),
         };
         let trusted_proxies = parse_cidrs(&config.header_auth.trusted_proxies)?;
         let auth_config = auth_config(&config, &public_url)?;
@@ -209,11 +210,14 @@ impl Application {
             auth,
             sessions: sessions.clone(),
             providers,
-            cookies: Arc::new(CookieSigner::new(
-                SecretString::from(hex_key(&secret)),
-                public_url.starts_with("https://"),
-                session_ttl.whole_seconds(),
-            )),
+            cookies: Arc::new(
+                CookieSigner::new(
+                    SecretString::from(hex_key(&secret)),
+                    public_url.starts_with("https://"),
+                    session_ttl.whole_seconds(),
+                )
+                .with_path_prefix(&prefix),
+            ),
             http,
             db_probe,
             metrics: Arc::new(Metrics::default()),
@@ -227,7 +231,7 @@ impl Application {
             trusted_proxies,
         });
 
-        let app = routes(state.clone(), &public_url);
+        let app = routes(state.clone(), &public_url, &prefix);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             Server::new_with_acceptor(acceptor)
@@ -461,15 +465,33 @@ fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every route of the control plane.
-pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
+/// `CAKE_PATH_PREFIX` normalised: empty, or `/segment[/segment…]` without a trailing slash.
+pub fn path_prefix(raw: &str) -> Result<String, StartupError> {
+    let p = raw.trim().trim_end_matches('/');
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    let ok = p.starts_with('/')
+        && !p.contains("//")
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || "/-._~".contains(c))
+        && !p.split('/').any(|seg| seg == "." || seg == "..");
+    if ok {
+        Ok(p.to_owned())
+    } else {
+        Err(StartupError::Config(format!("CAKE_PATH_PREFIX {raw:?} must look like /agents (letters, digits, - . _ ~)")))
+    }
+}
+
+/// Every route of the control plane, under `prefix` (`CAKE_PATH_PREFIX`, may be empty).
+pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str) -> impl Endpoint + use<> {
     let service = api::service(public_url);
-    let spec = api::spec_json(&service);
+    let spec = api::spec_json(&service, &format!("{prefix}/api"));
     // poem-openapi's Swagger UI page, showing the spec as served (with its security schemes).
     let docs_html = service.swagger_ui_html().replacen(&service.spec(), &spec, 1);
     let identity_state = state.clone();
     let metrics = state.metrics.clone();
-    Route::new()
+    let docs = format!("{prefix}/api/docs");
+    let inner = Route::new()
         .at("/api/sessions/:id/opencode/*rest", passthrough::passthrough)
         .at(
             "/api/openapi.json",
@@ -479,7 +501,9 @@ pub fn routes(state: Arc<AppState>, public_url: &str) -> impl Endpoint + use<> {
         .nest("/api", service.around(limit_body).around(error::envelope))
         .at("/readyz", readyz)
         .at("/metrics", metrics_endpoint)
-        .at("/", poem::endpoint::make_sync(|_| Redirect::see_other("/api/docs")))
+        .at("/", poem::endpoint::make_sync(move |_| Redirect::see_other(docs.clone())));
+    let routed = if prefix.is_empty() { inner.boxed() } else { Route::new().nest(prefix, inner).boxed() };
+    routed
         .around(move |ep, req| identity_resolve(identity_state.clone(), ep, req))
         .data(state)
         .around(move |ep, req| {

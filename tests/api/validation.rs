@@ -135,3 +135,27 @@ async fn listing_is_keyset_paginated_newest_first() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn everything_is_served_under_the_path_prefix() {
+    let mut app = cake_tests::app::spawn_app_with(|c| c.path_prefix = "/agents/".into()).await;
+    let c = cake_tests::app::anonymous();
+    let get = |p: &str| c.get(format!("{}{p}", app.base)).send();
+    assert_eq!(get("/agents/api/health").await.unwrap().status(), 200);
+    assert_eq!(get("/agents/readyz").await.unwrap().status(), 200);
+    assert_eq!(get("/api/health").await.unwrap().status(), 404, "nothing outside the prefix");
+    let spec: serde_json::Value = get("/agents/api/openapi.json").await.unwrap().json().await.unwrap();
+    assert_eq!(spec["servers"][0]["url"], "/agents/api");
+    let browser = cake_tests::app::browser(&app.base); // follows no redirects
+    let root = browser.get(format!("{}/agents/", app.base)).send().await.unwrap();
+    assert_eq!(root.headers()["location"], "/agents/api/docs");
+    let resp = browser
+        .post(format!("{}/agents/api/auth/sign-up/email", app.base))
+        .json(&serde_json::json!({"email": "pia@example.com", "password": "correct horse battery", "name": "P"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(browser.get(format!("{}/agents/api/me", app.base)).send().await.unwrap().status(), 200);
+    app.stop().await;
+}

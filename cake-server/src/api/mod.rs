@@ -50,9 +50,9 @@ pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
 /// The spec as served and committed: poem-openapi's output plus the two security schemes
 /// the identity middleware accepts (they are resolved outside poem-openapi's extractors, so
 /// that `__Secure-` cookies and header auth fit beside them).
-pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
+pub fn spec_json(service: &OpenApiService<Apis, ()>, api_base: &str) -> String {
     let mut spec: Value = serde_json::from_str(&service.spec()).unwrap_or_else(|_| json!({}));
-    spec["servers"] = json!([{"url": "/api"}]);
+    spec["servers"] = json!([{"url": api_base}]);
     spec["components"]["securitySchemes"] = json!({
         "cookieAuth": {
             "type": "apiKey", "in": "cookie", "name": "better-auth.session_token",
@@ -88,5 +88,5 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
 
 /// The spec as committed in `openapi.json` (and printed by `cake openapi`).
 pub fn spec_for_docs() -> String {
-    spec_json(&service("http://127.0.0.1:8080"))
+    spec_json(&service("http://127.0.0.1:8080"), "/api")
 }
