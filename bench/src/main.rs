@@ -90,6 +90,7 @@ async fn admin_token(base: &str) -> Result<String, Error> {
     let created: Value = http
         .post(format!("{base}/api/me/tokens"))
         .header("cookie", cookie)
+        .header("origin", base)
         .json(&json!({"name": "bench"}))
         .send()
         .await?
