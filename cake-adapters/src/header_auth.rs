@@ -34,12 +34,21 @@ pub struct HeaderAuthConfig {
     pub user_claim: String,
     /// `CAKE_HEADER_AUTH_TRUSTED_PROXIES`: peers allowed to assert identities (empty: all).
     pub trusted_proxies: Vec<IpNet>,
+    /// `CAKE_HEADER_AUTH_JWT_ISSUER`: with JWKS verification, the `iss` the token must carry.
+    pub jwt_issuer: Option<String>,
+    /// `CAKE_HEADER_AUTH_JWT_AUDIENCE`: with JWKS verification, an `aud` the token must carry
+    /// (unset: the audience is not checked).
+    pub jwt_audience: Option<String>,
 }
 
 /// Header auth (seed 002).
 pub struct HeaderAuth {
     config: HeaderAuthConfig,
     jwks: Option<Arc<JwksVerifier>>,
+    /// When the last "untrusted peer" warning was logged (seconds since start), so a flood of
+    /// such requests cannot flood the log.
+    last_untrusted_warning: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl HeaderAuth {
@@ -51,7 +60,27 @@ impl HeaderAuth {
         lower(&mut config.email_header);
         lower(&mut config.jwt_header);
         lower(&mut config.user_header);
-        Self { config, jwks }
+        Self {
+            config,
+            jwks,
+            last_untrusted_warning: std::sync::atomic::AtomicU64::new(u64::MAX),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn warn_untrusted(&self, request: &HeaderRequest) {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_secs();
+        let last = self.last_untrusted_warning.load(Ordering::Relaxed);
+        if (last == u64::MAX || now.saturating_sub(last) >= 60)
+            && self.last_untrusted_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                peer = ?request.peer,
+                "header auth: identity headers from a peer outside CAKE_HEADER_AUTH_TRUSTED_PROXIES ignored \
+                 (logged at most once a minute)"
+            );
+        }
     }
 
     /// Whether this configuration can sign anyone in (the seed: "set `jwt.header` or
@@ -75,7 +104,23 @@ impl HeaderAuth {
 
     async fn claims(&self, token: &str) -> Result<Option<Map<String, Value>>> {
         match &self.jwks {
-            Some(jwks) => match jwks.verify(token, |_| {}).await {
+            Some(jwks) => match jwks
+                .verify(token, |v| {
+                    // A configured claim must be present, not merely right when present.
+                    if let Some(iss) = &self.config.jwt_issuer {
+                        v.set_issuer(&[iss]);
+                        v.required_spec_claims.insert("iss".into());
+                    }
+                    match &self.config.jwt_audience {
+                        Some(aud) => {
+                            v.set_audience(&[aud]);
+                            v.required_spec_claims.insert("aud".into());
+                        }
+                        None => v.validate_aud = false,
+                    }
+                })
+                .await
+            {
                 Ok(claims) => Ok(Some(claims)),
                 Err(e) => {
                     tracing::warn!(error = %e, "header auth: JWT refused");
@@ -117,13 +162,14 @@ impl HeaderIdentity for HeaderAuth {
             return Ok(None);
         }
         if !self.peer_trusted(request) {
-            tracing::warn!(
-                peer = ?request.peer,
-                "header auth: identity headers from a peer outside CAKE_HEADER_AUTH_TRUSTED_PROXIES ignored"
-            );
+            self.warn_untrusted(request);
             return Ok(None);
         }
-        let token = header(request, self.config.jwt_header.as_deref());
+        // Proxies that forward an access token in `Authorization` send it as `Bearer <jwt>`.
+        let token = header(request, self.config.jwt_header.as_deref()).map(|t| match t.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim().to_owned(),
+            _ => t,
+        });
         let claims = match &token {
             Some(t) => self.claims(t).await?,
             None => None,
@@ -159,6 +205,8 @@ mod tests {
                 user_header: user_header.map(Into::into),
                 user_claim: "name".into(),
                 trusted_proxies: Vec::new(),
+                jwt_issuer: None,
+                jwt_audience: None,
             },
             None,
         )

@@ -86,24 +86,26 @@ impl JwksVerifier {
     /// on first use and again (rate-limited) when the `kid` is unknown.
     async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<DecodingKey>, VerifyError> {
         let mut cache = self.cache.lock().await;
-        if cache.keys.is_none() {
-            cache.keys = Some(self.fetch().await?);
-            cache.fetched = Some(Instant::now());
-        }
-        let found = matching(cache.keys.as_ref(), kid, alg);
-        if !found.is_empty() {
-            return Ok(found);
-        }
-        // Unknown key: the issuer may have rotated. Fetch again unless we just did.
-        if cache.fetched.is_none_or(|t| t.elapsed() >= Self::MIN_REFRESH) {
-            cache.keys = Some(self.fetch().await?);
-            cache.fetched = Some(Instant::now());
+        let may_fetch = cache.fetched.is_none_or(|t| t.elapsed() >= Self::MIN_REFRESH);
+        if cache.keys.is_some() {
             let found = matching(cache.keys.as_ref(), kid, alg);
             if !found.is_empty() {
                 return Ok(found);
             }
         }
-        Err(VerifyError::UnknownKey(kid.map(str::to_owned)))
+        // First use, or an unknown key (the issuer may have rotated): fetch again unless we
+        // just tried — failures count too, so an unreachable key set is not asked per request.
+        if !may_fetch {
+            return match cache.keys {
+                Some(_) => Err(VerifyError::UnknownKey(kid.map(str::to_owned))),
+                None => Err(VerifyError::Unavailable("key set fetch failed moments ago".into())),
+            };
+        }
+        cache.fetched = Some(Instant::now());
+        let set = self.fetch().await?;
+        cache.keys = Some(set);
+        let found = matching(cache.keys.as_ref(), kid, alg);
+        if found.is_empty() { Err(VerifyError::UnknownKey(kid.map(str::to_owned))) } else { Ok(found) }
     }
 
     /// Verifies the token's signature with a key of the set and the claims `validation`

@@ -79,7 +79,11 @@ impl OidcClient {
             return Ok(d.clone());
         }
         let url = format!("{}/.well-known/openid-configuration", self.config.issuer);
-        let unavailable = |e: String| CoreError::Unavailable(format!("OpenID provider discovery ({url}): {e}"));
+        // Details go to the log; the client learns only that the provider is unavailable.
+        let unavailable = |e: String| {
+            tracing::warn!(url = %url, problem = %e, "OpenID provider discovery failed");
+            CoreError::Unavailable("the OpenID provider cannot be reached; try again later".into())
+        };
         let resp = self
             .http
             .get(&url)
@@ -107,18 +111,16 @@ impl OidcClient {
 
     async fn userinfo(&self, d: &Discovered, access_token: &str) -> Result<Map<String, Value>> {
         let Some(url) = &d.doc.userinfo_endpoint else { return Ok(Map::new()) };
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(access_token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| CoreError::Unavailable(format!("OpenID userinfo: {e}")))?;
+        let resp = self.http.get(url).bearer_auth(access_token).timeout(Duration::from_secs(10)).send().await.map_err(
+            |e| {
+                tracing::warn!(error = %e, "OIDC: userinfo request failed");
+                CoreError::Unavailable("the OpenID provider's userinfo endpoint did not answer".into())
+            },
+        )?;
         if !resp.status().is_success() {
             return Err(refused(format!("the userinfo endpoint answered {}", resp.status())));
         }
-        resp.json().await.map_err(|e| refused(format!("userinfo is not JSON: {e}")))
+        resp.json().await.map_err(|_| refused("userinfo is not JSON"))
     }
 }
 
@@ -185,8 +187,10 @@ impl OidcProvider for OidcClient {
             }
             None => form.push(("client_id", &self.config.client_id)),
         }
-        let resp =
-            req.form(&form).send().await.map_err(|e| CoreError::Unavailable(format!("OpenID token endpoint: {e}")))?;
+        let resp = req.form(&form).send().await.map_err(|e| {
+            tracing::warn!(error = %e, "OIDC: token request failed");
+            CoreError::Unavailable("the OpenID provider's token endpoint did not answer".into())
+        })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -204,23 +208,34 @@ impl OidcProvider for OidcClient {
                 v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             })
             .await
-            .map_err(|e| refused(format!("ID token refused: {e}")))?;
+            .map_err(|e| {
+                tracing::warn!(error = %e, "OIDC: ID token refused");
+                refused("the ID token is not valid for this sign-in")
+            })?;
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(refused("ID token nonce does not match this sign-in"));
         }
-        // With several audiences, the token must have been issued to us (OIDC Core 3.1.3.7).
-        if claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.len() > 1)
-            && claims.get("azp").and_then(Value::as_str) != Some(self.config.client_id.as_str())
-        {
+        // The token must have been issued to us (OIDC Core 3.1.3.7): a present `azp` names
+        // this client, and with several audiences it must be present.
+        let azp = claims.get("azp").and_then(Value::as_str);
+        let several = claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.len() > 1);
+        if azp.is_some_and(|a| a != self.config.client_id) || (several && azp.is_none()) {
             return Err(refused("ID token was issued to another client"));
         }
         let mut merged = claims;
         if let Some(access) = body.get("access_token").and_then(Value::as_str) {
             let info = self.userinfo(&d, access).await?;
-            if info.get("sub").is_some() && info.get("sub") != merged.get("sub") {
+            // OIDC Core 5.3.4: a userinfo answer without the ID token's `sub` is not used.
+            if info.get("sub").is_none() || info.get("sub") != merged.get("sub") {
                 return Err(refused("userinfo is about another subject"));
             }
+            // Email and its verification come from one source: the ID token's if it has an
+            // email, else userinfo's.
+            let from_token = merged.contains_key("email");
             for (k, v) in info {
+                if (k == "email" || k == "email_verified") && from_token {
+                    continue;
+                }
                 merged.entry(k).or_insert(v);
             }
         }

@@ -30,8 +30,8 @@ struct Bucket {
     at: OffsetDateTime,
 }
 
-/// Token buckets per key. Bounded: when more than `max_keys` keys are tracked, full buckets
-/// (keys that have not been used for a whole period) are dropped.
+/// Token buckets per key. Bounded: when `max_keys` keys are tracked, refilled buckets are
+/// dropped, and if none is, new keys are refused until some refill (fail closed).
 pub struct RateLimiter {
     rate: Rate,
     max_keys: usize,
@@ -79,11 +79,14 @@ impl RateLimiter {
         }
         let mut map = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.max_keys && !map.contains_key(key) {
+            // Forget only keys whose bucket has refilled (they are back to a clean slate);
+            // when every tracked key is still limited, refuse new keys rather than forget
+            // anyone's lockout (fail closed).
             let cap = f64::from(self.rate.attempts);
-            let period = self.rate.period;
-            map.retain(|_, b| now - b.at < period && b.tokens < cap);
+            let period = self.rate.period.as_seconds_f64().max(f64::EPSILON);
+            map.retain(|_, b| b.tokens + (now - b.at).as_seconds_f64().max(0.0) * cap / period < cap);
             if map.len() >= self.max_keys {
-                map.clear();
+                return Err(self.rate.period.whole_seconds().max(1).unsigned_abs());
             }
         }
         let b = map.entry(key.to_owned()).or_insert(Bucket { tokens: f64::from(self.rate.attempts), at: now });
@@ -132,13 +135,23 @@ mod tests {
     }
 
     #[test]
-    fn bounded_number_of_keys() {
-        let mut l = RateLimiter::new(Rate::new(1, Duration::seconds(1)));
+    fn bounded_number_of_keys_and_lockouts_survive_a_flood() {
+        let mut l = RateLimiter::new(Rate::new(1, Duration::seconds(60)));
         l.max_keys = 10;
         let t0 = OffsetDateTime::UNIX_EPOCH;
+        assert_eq!(l.hit("victim", t0), Ok(()));
+        assert!(l.hit("victim", t0).is_err());
+        // A flood of new keys cannot push the victim's lockout out.
+        let mut refused = 0;
         for i in 0..100 {
-            let _ = l.hit(&format!("k{i}"), t0 + Duration::seconds(i));
+            if l.hit(&format!("k{i}"), t0).is_err() {
+                refused += 1;
+            }
         }
         assert!(l.buckets.lock().unwrap().len() <= 10);
+        assert_eq!(refused, 91, "new keys are refused while every tracked key is limited");
+        assert!(l.hit("victim", t0).is_err(), "still locked");
+        // Once buckets refill, their keys are forgotten and room is made.
+        assert_eq!(l.hit("late", t0 + Duration::seconds(61)), Ok(()));
     }
 }

@@ -38,6 +38,11 @@ impl Email {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("must not contain spaces");
         }
+        // One spelling per address: PostgreSQL's lower() and ours must agree, so the address
+        // is ASCII (internationalised addresses are not supported).
+        if !s.is_ascii() {
+            return bad("must be ASCII");
+        }
         Ok(Self(s))
     }
 

@@ -175,6 +175,12 @@ pub struct Config {
     #[arg(long, env = "CAKE_TRUSTED_ORIGINS", value_delimiter = ',')]
     pub trusted_origins: Vec<String>,
 
+    /// CIDR list of reverse proxies (ingress, load balancer) whose X-Forwarded-For names the
+    /// client address used by the sign-in rate limits; the TCP peer otherwise. The header-auth
+    /// trusted proxies count too.
+    #[arg(long, env = "CAKE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub header_auth: HeaderAuthArgs,
@@ -251,6 +257,16 @@ pub struct HeaderAuthArgs {
     /// expiry are verified against it and a bad token is a 401.
     #[arg(id = "header_auth_jwks_url", long = "header-auth-jwks-url", env = "CAKE_HEADER_AUTH_JWKS_URL")]
     pub jwks_url: Option<String>,
+
+    /// With CAKE_HEADER_AUTH_JWKS_URL: the `iss` verified tokens must carry (unset: any issuer
+    /// whose keys are in the key set).
+    #[arg(id = "header_auth_jwt_issuer", long = "header-auth-jwt-issuer", env = "CAKE_HEADER_AUTH_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// With CAKE_HEADER_AUTH_JWKS_URL: an `aud` verified tokens must carry (unset: the audience
+    /// is not checked).
+    #[arg(id = "header_auth_jwt_audience", long = "header-auth-jwt-audience", env = "CAKE_HEADER_AUTH_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 /// OpenID Connect sign-in (the chart's `oidc.*` values).

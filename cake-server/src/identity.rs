@@ -140,15 +140,18 @@ impl CookieSigner {
 }
 
 /// The raw value of a request cookie.
-pub fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+pub fn cookie_pairs<'a>(req: &'a Request) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
     req.headers()
         .get_all(poem::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+}
+
+/// Every value of a request cookie (a browser sends several when they differ in path or domain).
+pub fn cookie_values<'a>(req: &'a Request, name: &str) -> Vec<&'a str> {
+    cookie_pairs(req).filter(|(k, _)| *k == name).map(|(_, v)| v).collect()
 }
 
 /// The client's address: the TCP peer, or — when the peer is one of the trusted proxies — the
@@ -180,8 +183,13 @@ pub fn peer_ip(req: &Request) -> Option<IpAddr> {
 }
 
 async fn identify(state: &AppState, req: &Request) -> Result<Identity, Box<Response>> {
-    for name in [SECURE_COOKIE_NAME, COOKIE_NAME] {
-        let Some(token) = cookie_value(req, name).and_then(|raw| state.cookies.verify(raw)) else { continue };
+    // Only this installation's cookie name (over https the `__Secure-` one, which a plain-http
+    // attacker or a sibling subdomain cannot plant), and only when the request carries exactly
+    // one: a second, planted cookie of the same name makes the cookie no identity at all.
+    let values = cookie_values(req, state.cookies.name());
+    if let [raw] = values.as_slice()
+        && let Some(token) = state.cookies.verify(raw)
+    {
         match state.auth.session_for_token(&token).await {
             Ok(Some((session, user))) => {
                 let set_cookie = match state.auth.refresh_if_due(&token, &session).await {
@@ -197,6 +205,8 @@ async fn identify(state: &AppState, req: &Request) -> Result<Identity, Box<Respo
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "session lookup failed"),
         }
+    } else if values.len() > 1 {
+        tracing::warn!(count = values.len(), "request carries several session cookies; none is used");
     }
     let bearer = req
         .headers()
@@ -212,16 +222,24 @@ async fn identify(state: &AppState, req: &Request) -> Result<Identity, Box<Respo
         }
     }
     if state.auth.header_auth_enabled() {
+        let mut repeated = false;
         let headers: Vec<(String, String)> = state
             .auth
             .header_names()
             .into_iter()
             .filter_map(|name| {
-                let value = req.headers().get(name.as_str())?.to_str().ok()?.to_owned();
+                let mut all = req.headers().get_all(name.as_str()).iter();
+                let first = all.next()?;
+                // A proxy that appends instead of replacing would let the client's own copy
+                // through: an identity header given twice is no identity.
+                repeated |= all.next().is_some();
+                let value = std::str::from_utf8(first.as_bytes()).ok()?.to_owned();
                 Some((name, value))
             })
             .collect();
-        if !headers.is_empty() {
+        if repeated {
+            tracing::warn!("an identity header appears more than once; header auth ignores the request");
+        } else if !headers.is_empty() {
             let request = HeaderRequest { peer: peer_ip(req), headers };
             match state.auth.sign_in_with_headers(&request).await {
                 Ok(Some(signed_in)) => {
@@ -261,17 +279,11 @@ fn request_origin(req: &Request) -> Option<String> {
     Some(referer[..end].to_owned())
 }
 
-/// Whether `origin` is this site: the public URL's origin, a trusted origin, or the host the
-/// request was sent to (a browser sets `Host` itself, so a cross-site page cannot fake it).
-fn origin_allowed(state: &AppState, req: &Request, origin: &str) -> bool {
-    if origin.eq_ignore_ascii_case(&state.public_origin)
-        || state.trusted_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    let host = req.headers().get(poem::http::header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, h)| h);
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+/// Whether `origin` is this site: `CAKE_PUBLIC_URL`'s origin or one of the allowed ones.
+/// The `Host` header is not trusted for this (after a DNS rebinding, a hostile page sends its
+/// own host in both).
+fn origin_allowed(state: &AppState, origin: &str) -> bool {
+    state.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
 }
 
 /// Why a write must be refused as cross-site, if it must.
@@ -280,7 +292,7 @@ fn csrf_refusal(state: &AppState, req: &Request, identity: &Identity) -> Option<
         return None;
     }
     match request_origin(req) {
-        Some(origin) if origin_allowed(state, req, &origin) => None,
+        Some(origin) if origin_allowed(state, &origin) => None,
         Some(_) => Some("cross-site requests may not write: the request's Origin is not this site"),
         None if identity.ambient => {
             Some("writes authenticated by the session cookie must send an Origin header (or use an API token)")

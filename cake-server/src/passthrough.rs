@@ -119,15 +119,25 @@ const HOP_BY_HOP: [&str; 9] = [
     "host",
 ];
 
+/// Request headers forwarded to OpenCode: an allowlist, so nothing that identifies or
+/// authenticates the user to Cake — cookies, bearer tokens, a proxy's identity headers and
+/// access tokens (header auth), `X-Forwarded-*` — ever reaches the session's runtime, where an
+/// agent with tools runs. OpenCode's own Basic auth is added by the control plane.
+const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
+    "accept",
+    "accept-language",
+    "cache-control",
+    "content-type",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "last-event-id",
+    "range",
+    "user-agent",
+];
+
 fn forwardable_request_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    !HOP_BY_HOP.contains(&n)
-        && n != "authorization"
-        && n != "cookie"
-        && n != "content-length"
-        && n != "x-opencode-directory"
-        && n != "x-opencode-workspace"
-        && !n.starts_with("x-forwarded-")
+    FORWARDED_REQUEST_HEADERS.contains(&name.as_str())
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -23,7 +23,6 @@ use cake_core::ports::{HeaderIdentity, OidcProvider, SessionRuntime};
 use cake_core::ratelimit::Rate;
 use cake_core::services::{AuthConfig, AuthService, ProviderService, SessionDeps, SessionService};
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::middleware::Tracing;
 use poem::web::Redirect;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, handler};
 use secrecy::{ExposeSecret, SecretString};
@@ -172,7 +171,7 @@ impl Application {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{addr}{prefix}"),
         };
-        let trusted_proxies = parse_cidrs(&config.header_auth.trusted_proxies)?;
+        let trusted_proxies = parse_cidrs(&config.header_auth.trusted_proxies, "CAKE_HEADER_AUTH_TRUSTED_PROXIES")?;
         let auth_config = auth_config(&config, &public_url)?;
         let session_ttl = auth_config.session_ttl;
         let mut auth = AuthService::new(
@@ -221,14 +220,8 @@ impl Application {
             http,
             db_probe,
             metrics: Arc::new(Metrics::default()),
-            public_origin: origin_of(&public_url),
-            trusted_origins: config
-                .trusted_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
-            trusted_proxies,
+            allowed_origins: allowed_origins(&config, &public_url, addr),
+            trusted_proxies: [parse_cidrs(&config.trusted_proxies, "CAKE_TRUSTED_PROXIES")?, trusted_proxies].concat(),
         });
 
         let app = routes(state.clone(), &public_url, &prefix);
@@ -307,16 +300,33 @@ fn non_empty(v: &Option<String>) -> Option<String> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
-fn parse_cidrs(list: &[String]) -> Result<Vec<ipnet::IpNet>, StartupError> {
+fn parse_cidrs(list: &[String], var: &str) -> Result<Vec<ipnet::IpNet>, StartupError> {
     list.iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| StartupError::Config(format!("CAKE_HEADER_AUTH_TRUSTED_PROXIES: {s:?} is not a CIDR")))
+                .map_err(|_| StartupError::Config(format!("{var}: {s:?} is not a CIDR")))
         })
         .collect()
+}
+
+/// The origins allowed to write with the cookie (see [`AppState::allowed_origins`]).
+fn allowed_origins(config: &Config, public_url: &str, addr: SocketAddr) -> Vec<String> {
+    let mut origins = vec![origin_of(public_url)];
+    origins.extend(
+        config.trusted_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()),
+    );
+    if config.public_url.is_none() {
+        let port = addr.port();
+        origins.extend([
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+            format!("http://[::1]:{port}"),
+        ]);
+    }
+    origins
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -329,12 +339,13 @@ fn origin_of(url: &str) -> String {
 }
 
 fn auth_config(config: &Config, public_url: &str) -> Result<AuthConfig, StartupError> {
+    // At most a year: expiries stay far from the calendar's end.
     let seconds = |n: u64, name: &str| {
         i64::try_from(n)
             .ok()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=31_536_000).contains(n))
             .map(time::Duration::seconds)
-            .ok_or_else(|| StartupError::Config(format!("{name} must be a positive number of seconds")))
+            .ok_or_else(|| StartupError::Config(format!("{name} must be 1 to 31536000 seconds (a year)")))
     };
     let lower_list = |v: &[String]| -> Vec<String> {
         v.iter().map(|e| e.trim().trim_start_matches('@').to_ascii_lowercase()).filter(|e| !e.is_empty()).collect()
@@ -370,6 +381,8 @@ fn header_auth(
             user_header: non_empty(&h.user_header),
             user_claim: h.user_claim.trim().to_owned(),
             trusted_proxies: trusted_proxies.clone(),
+            jwt_issuer: non_empty(&h.jwt_issuer),
+            jwt_audience: non_empty(&h.jwt_audience),
         },
         jwks_url.as_ref().map(|u| Arc::new(JwksVerifier::new(u.clone(), http.clone()))),
     );
@@ -379,6 +392,15 @@ fn header_auth(
              CAKE_HEADER_AUTH_EMAIL_HEADER is set: header auth will sign nobody in"
         );
     }
+    if let Some(url) = &jwks_url {
+        warn_if_plain_http(url, "CAKE_HEADER_AUTH_JWKS_URL");
+        if non_empty(&h.jwt_audience).is_none() {
+            tracing::warn!(
+                "CAKE_HEADER_AUTH_JWKS_URL is set without CAKE_HEADER_AUTH_JWT_AUDIENCE: tokens issued for any \
+                 audience by that key set's issuer are accepted"
+            );
+        }
+    }
     if trusted_proxies.is_empty() && jwks_url.is_none() {
         tracing::warn!(
             "header auth trusts the network boundary: any client that reaches this server directly \
@@ -387,6 +409,14 @@ fn header_auth(
         );
     }
     Ok(Some(Arc::new(auth)))
+}
+
+/// Keys and tokens fetched over plain HTTP can be swapped on the way, except on loopback.
+fn warn_if_plain_http(url: &str, var: &str) {
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| url.starts_with(p));
+    if url.starts_with("http://") && !loopback {
+        tracing::warn!(url, "{var} is plain http: use https unless the network path is otherwise protected");
+    }
 }
 
 fn oidc(config: &Config, http: &reqwest::Client) -> Result<Option<Arc<dyn OidcProvider>>, StartupError> {
@@ -405,6 +435,9 @@ fn oidc(config: &Config, http: &reqwest::Client) -> Result<Option<Arc<dyn OidcPr
         return Err(StartupError::Config("CAKE_OIDC_PROVIDER_ID must be 1 to 64 letters, digits, '-' or '_'".into()));
     }
     let client_secret = o.client_secret.clone().filter(|s| !s.expose_secret().trim().is_empty());
+    if let Some(issuer) = non_empty(&o.issuer) {
+        warn_if_plain_http(&issuer, "CAKE_OIDC_ISSUER");
+    }
     Ok(Some(Arc::new(OidcClient::new(
         OidcConfig {
             provider_id,
@@ -514,7 +547,24 @@ pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str) -> impl Endp
                 Ok::<_, poem::Error>(resp)
             }
         })
-        .with(Tracing)
+        .around(log_request)
+}
+
+/// Logs each request's method, path (never the query string, which can carry OAuth codes),
+/// status and duration.
+async fn log_request<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = ep.get_response(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, path, status, ms, "request");
+    } else {
+        tracing::info!(%method, path, status, ms, "request");
+    }
+    Ok(resp)
 }
 
 async fn identity_resolve<E: Endpoint>(state: Arc<AppState>, ep: E, req: Request) -> poem::Result<Response> {

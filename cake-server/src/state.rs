@@ -28,10 +28,10 @@ pub struct AppState {
     pub db_probe: DbProbe,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// `scheme://host[:port]` of `CAKE_PUBLIC_URL`.
-    pub public_origin: String,
-    /// `CAKE_TRUSTED_ORIGINS`.
-    pub trusted_origins: Vec<String>,
-    /// `CAKE_HEADER_AUTH_TRUSTED_PROXIES` (also used to find clients' addresses).
+    /// Origins whose pages may write with the cookie: `CAKE_PUBLIC_URL`'s, `CAKE_TRUSTED_ORIGINS`,
+    /// and, when no public URL is configured, the loopback names of the bound port.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`CAKE_TRUSTED_PROXIES` and
+    /// `CAKE_HEADER_AUTH_TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }

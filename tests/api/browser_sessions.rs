@@ -70,6 +70,19 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Secure-better-auth.session_token="), "{cookie}");
     assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let me = |cookie: String| {
+        let base = app.base.clone();
+        async move {
+            reqwest::Client::new().get(format!("{base}/api/me")).header("cookie", cookie).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(me(format!("__Secure-better-auth.session_token={value}")).await, 200);
+    // Over https only the __Secure- cookie counts: a plain one (which a plain-http attacker or
+    // a sibling subdomain could plant) is no identity, and neither are two competing ones.
+    assert_eq!(me(format!("better-auth.session_token={value}")).await, 401);
+    let twice = format!("__Secure-better-auth.session_token={value}; __Secure-better-auth.session_token={value}");
+    assert_eq!(me(twice).await, 401);
     app.stop().await;
 }
 
@@ -97,6 +110,18 @@ async fn cross_site_writes_are_refused() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "csrf_origin", "{name}");
     }
+    // After a DNS rebinding a hostile page sends its own host as both Origin and Host.
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    let resp = anonymous()
+        .post(format!("{}/api/me/tokens", app.base))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://rebound.example:{port}"))
+        .header("host", format!("rebound.example:{port}"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "the Host header is not trusted to say what this site is");
     // Referer counts when Origin is absent.
     let resp = anonymous()
         .post(format!("{}/api/me/tokens", app.base))
@@ -168,12 +193,13 @@ async fn sign_in_attempts_are_rate_limited_per_account_and_per_ip() {
     assert!((1..=900).contains(&retry), "Retry-After {retry}");
     let body: Value = locked.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
-    // Per IP: every attempt counts (sign-up included: 1 + 4 so far); other accounts hit it too.
+    // Per IP: sign-ups and failed sign-ins count (1 + 3 so far; the locked attempt was refused
+    // before any password was checked); other accounts from the same address run into it too.
     let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(attempt("yuri@example.com", "whatever123").await.status().as_u16());
+    for email in ["yuri@example.com", "yves@example.com", "yael@example.com", "yann@example.com", "yoko@example.com"] {
+        statuses.push(attempt(email, "whatever123").await.status().as_u16());
     }
-    assert_eq!(statuses, vec![401, 401, 401, 429], "the client address ran out at 8 attempts a minute");
+    assert_eq!(statuses, vec![401, 401, 401, 401, 429], "the client address ran out at 8 failures a minute");
     app.stop().await;
 }
 

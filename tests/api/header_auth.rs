@@ -361,7 +361,7 @@ async fn jwks_verified_tokens_sign_in_and_bad_ones_are_401() {
         ),
         ("expired", signed("rsa1.pem", Algorithm::RS256, Some("rsa1"), claims("eve@example.com", -600))),
         ("unknown kid", signed("rsa2.pem", Algorithm::RS256, Some("nope"), claims("eve@example.com", 300))),
-        ("unsigned", unsigned_jwt(claims("eve@example.com", 300))),
+        ("bad signature", unsigned_jwt(claims("eve@example.com", 300))),
         ("garbage", "garbage".to_owned()),
     ];
     for (name, token) in bad {
@@ -385,5 +385,83 @@ async fn jwks_verified_tokens_sign_in_and_bad_ones_are_401() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(status, 200, "a rotated-in key is picked up");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn jwks_issuer_and_audience_are_enforced_when_configured() {
+    let keys = jwks_server(vec![public_jwk("rsa1.pem", Algorithm::RS256, "rsa1")]).await;
+    let url = keys.url.clone();
+    let mut app = spawn_app_with(move |c| {
+        seed_example(c);
+        c.header_auth.jwks_url = Some(url);
+        c.header_auth.jwt_issuer = Some("https://idp.example".into());
+        c.header_auth.jwt_audience = Some("cake".into());
+    })
+    .await;
+    let token = |iss: Option<&str>, aud: Option<Value>| {
+        let mut c = json!({"email": "wes@example.com", "exp": exp(300)});
+        if let Some(iss) = iss {
+            c["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            c["aud"] = aud;
+        }
+        signed("rsa1.pem", Algorithm::RS256, Some("rsa1"), c)
+    };
+    let cases = [
+        ("right issuer and audience", token(Some("https://idp.example"), Some(json!("cake"))), 200),
+        ("audience among several", token(Some("https://idp.example"), Some(json!(["other", "cake"]))), 200),
+        ("wrong audience", token(Some("https://idp.example"), Some(json!("other"))), 401),
+        ("no audience", token(Some("https://idp.example"), None), 401),
+        ("wrong issuer", token(Some("https://evil.example"), Some(json!("cake"))), 401),
+        ("no issuer", token(None, Some(json!("cake"))), 401),
+    ];
+    for (name, t, want) in cases {
+        assert_eq!(me(&app, &[(JWT, t)]).await.status, want, "{name}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_identity_header_given_twice_is_no_identity() {
+    let mut app = spawn_app_with(seed_example).await;
+    // A proxy that appends instead of replacing lets the client's own copy through.
+    let resp = anonymous()
+        .get(format!("{}/api/me", app.base))
+        .header(EMAIL, "mallory@example.com")
+        .header(EMAIL, "victim@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_proven_email_takes_the_account_over_from_an_earlier_password_sign_up() {
+    let mut app = spawn_app_with(seed_example).await;
+    app.sign_up("admin").await;
+    // Mallory signs up with Victor's address before Victor ever arrives through the proxy.
+    let mallory = app.sign_up("victor").await;
+    let (_, token) = mallory.send("POST", "/api/me/tokens", Some(json!({"name": "keep"}))).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    assert_eq!(mallory.get("/api/me").await.0, 200);
+    // Victor arrives through the proxy: same account row, but what the sign-up made is gone.
+    let victor = me(&app, &[(EMAIL, "victor@example.com".into())]).await;
+    assert_eq!((victor.status, victor.body["id"].as_str()), (200, Some(mallory.id.as_str())));
+    assert_eq!(mallory.get("/api/me").await.0, 401, "the sign-up's browser session is revoked");
+    let by_token = anonymous().get(format!("{}/api/me", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(by_token.status(), 401, "its API tokens are revoked");
+    let password = anonymous()
+        .post(format!("{}/api/auth/sign-in/email", app.base))
+        .json(&json!({"email": "victor@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(password.status(), 401, "its password no longer signs in");
+    // Victor's own session keeps working.
+    let (status, _) = get_with_cookie(&app, "/api/me", victor.cookie.as_deref().unwrap(), &[]).await;
+    assert_eq!(status, 200);
     app.stop().await;
 }

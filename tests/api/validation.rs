@@ -72,6 +72,12 @@ async fn bad_input_gets_4xx_with_the_error_shape_and_changes_nothing() {
             "application/json",
             br#"{"email": "bad", "password": "long enough", "name": "x"}"#.to_vec(),
         ),
+        (
+            "POST",
+            "/api/auth/sign-up/email".into(),
+            "application/json",
+            r#"{"email": "Ärger@example.com", "password": "long enough", "name": "x"}"#.as_bytes().to_vec(),
+        ),
         ("GET", "/api/no-such-route".into(), "application/json", vec![]),
         ("DELETE", "/api/health".into(), "application/json", vec![]),
     ];

@@ -62,6 +62,14 @@ pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
             message: "an account with this email already exists".into(),
         };
     }
+    // Values the database refuses (a CHECK constraint, a data exception such as an invalid
+    // byte sequence) are bad input, never a 500.
+    if let sqlx::Error::Database(db) = &e
+        && let Some(code) = db.code()
+        && (code == "23514" || code.starts_with("22"))
+    {
+        return CoreError::invalid("input", "a value was refused by the database");
+    }
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             CoreError::Unavailable(format!("database: {e}"))

@@ -101,6 +101,23 @@ impl UserRepository for PgUserRepository {
         user_from(row.id, row.email, row.name, &row.role, row.created_at)
     }
 
+    async fn detach_password(&self, id: UserId) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query!("UPDATE users SET password_hash = NULL WHERE id = $1", id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query!("DELETE FROM auth_sessions WHERE user_id = $1", id.0).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query!("DELETE FROM api_tokens WHERE user_id = $1", id.0).execute(&mut *tx).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        tracing::warn!(
+            user = %id.0,
+            "an email was proven by a trusted sign-in method: the account's password, sessions and API tokens \
+             from its earlier password sign-up are revoked"
+        );
+        Ok(())
+    }
+
     async fn set_role(&self, id: UserId, role: Role) -> Result<()> {
         sqlx::query!("UPDATE users SET role = $2 WHERE id = $1", id.0, role.as_str())
             .execute(&self.pool)

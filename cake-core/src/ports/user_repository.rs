@@ -31,6 +31,10 @@ pub trait UserRepository: Send + Sync {
     /// race). An existing user keeps their name; `Role::Admin` promotes an existing member,
     /// `Role::Member` never demotes. The first user of an empty installation is an admin.
     async fn upsert_by_email(&self, user: NewUser) -> Result<User>;
+    /// Removes a user's password and revokes every browser session and API token they have:
+    /// an email proven by a trusted sign-in method (OIDC, the proxy) takes the account over
+    /// from an unverified password sign-up.
+    async fn detach_password(&self, id: UserId) -> Result<()>;
     /// Sets a user's role.
     async fn set_role(&self, id: UserId, role: Role) -> Result<()>;
     /// Deletes a user and, with them, their browser sessions and API tokens; `false` when there

@@ -200,14 +200,17 @@ impl AuthService {
         if self.config.email_and_password { Ok(()) } else { Err(CoreError::Disabled("email and password sign-in")) }
     }
 
-    fn check_not_internal(&self, email: &Email) -> Result<()> {
+    fn is_internal(&self, email: &Email) -> bool {
         let domain = email.domain();
-        let internal = self
-            .config
+        self.config
             .internal_email_domains
             .iter()
-            .any(|d| domain == d.as_str() || domain.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.')));
-        if internal {
+            .any(|d| domain == d.as_str() || domain.strip_suffix(d.as_str()).is_some_and(|p| p.ends_with('.')))
+    }
+
+    fn check_not_internal(&self, email: &Email) -> Result<()> {
+        let domain = email.domain();
+        if self.is_internal(email) {
             return Err(CoreError::Refused {
                 code: "internal_email",
                 message: format!("emails of {domain} are reserved for the platform's service users"),
@@ -220,13 +223,22 @@ impl AuthService {
         if self.config.admin_emails.contains(email.as_ref()) { Role::Admin } else { Role::Member }
     }
 
+    /// Consumes one attempt of the client's address.
     fn limit_ip(&self, client: Option<IpAddr>) -> Result<()> {
         if let Some(ip) = client {
             self.per_ip
-                .hit(&ip.to_string(), self.clock.now())
+                .hit(&ip_key(ip), self.clock.now())
                 .map_err(|retry_after_secs| CoreError::RateLimited { retry_after_secs })?;
         }
         Ok(())
+    }
+
+    /// Refuses when the client's address has no attempt left, without consuming one.
+    fn check_ip(&self, client: Option<IpAddr>) -> Result<()> {
+        match client.and_then(|ip| self.per_ip.check(&ip_key(ip), self.clock.now())) {
+            Some(retry_after_secs) => Err(CoreError::RateLimited { retry_after_secs }),
+            None => Ok(()),
+        }
     }
 
     /// Creates an account with a password and signs it in. The first account of an empty
@@ -254,19 +266,20 @@ impl AuthService {
     }
 
     /// Signs in with email and password. Unknown emails and wrong passwords get the same
-    /// answer, after the same work, so accounts cannot be enumerated. Attempts are limited per
-    /// client IP and failures per account ([`CoreError::RateLimited`]).
+    /// answer, after the same work, so accounts cannot be enumerated. Failed attempts are
+    /// limited per account and per client address ([`CoreError::RateLimited`]); an attempt is
+    /// counted before the password is checked, so parallel guesses cannot slip through.
     pub async fn sign_in(&self, email: &str, password: SecretString, client: Option<IpAddr>) -> Result<SignedIn> {
         self.password_enabled()?;
-        self.limit_ip(client)?;
+        self.check_ip(client)?;
         let Ok(email) = Email::parse(email) else {
             return Err(CoreError::InvalidCredentials);
         };
         let account = email.as_ref().to_owned();
-        if let Some(retry_after_secs) = self.per_account.check(&account, self.clock.now()) {
-            return Err(CoreError::RateLimited { retry_after_secs });
-        }
-        let found = self.users.find_by_email(&email).await?;
+        self.per_account
+            .hit(&account, self.clock.now())
+            .map_err(|retry_after_secs| CoreError::RateLimited { retry_after_secs })?;
+        let found = if self.is_internal(&email) { None } else { self.users.find_by_email(&email).await? };
         let (user, hash) = match found {
             Some((user, Some(hash))) => (Some(user), hash),
             _ => (None, DUMMY_HASH.to_owned()),
@@ -279,9 +292,9 @@ impl AuthService {
                 self.start_session(user).await
             }
             _ => {
-                // The failure is counted; the answer stays "invalid credentials" until the
-                // account runs out of attempts.
-                let _ = self.per_account.hit(&account, self.clock.now());
+                // The answer stays "invalid credentials" until the account or the address
+                // runs out of attempts.
+                let _ = self.limit_ip(client);
                 Err(CoreError::InvalidCredentials)
             }
         }
@@ -306,6 +319,13 @@ impl AuthService {
             // No usable name: the email's local part, as Better Auth does.
             _ => UserName::parse(email.as_ref().split('@').next().unwrap_or("user"))?,
         };
+        // An account made by an unverified password sign-up does not survive its email being
+        // proven: whoever signed up with someone else's address loses the password, and every
+        // session and token made with it.
+        if let Some((existing, Some(_))) = self.users.find_by_email(&email).await? {
+            self.users.detach_password(existing.id).await?;
+            self.forget_user(existing.id);
+        }
         let role = self.role_for(&email);
         let user = self.users.upsert_by_email(NewUser { email, name, role, password_hash: None }).await?;
         self.start_session(user).await
@@ -465,9 +485,14 @@ impl AuthService {
         if !self.users.delete(user).await? {
             return Err(CoreError::NotFound(Resource::User));
         }
+        self.forget_user(user);
+        Ok(())
+    }
+
+    /// Drops every cached identity of a user (their tokens were revoked).
+    fn forget_user(&self, user: UserId) {
         self.identities.remove_where(|c| c.user_id() == user);
         self.header_sessions.remove_where(|h| h.user.id == user);
-        Ok(())
     }
 
     fn oidc_provider(&self, provider_id: &str) -> Result<&Oidc> {
@@ -512,8 +537,15 @@ impl AuthService {
 
     /// Starts an OIDC sign-in: stores `state`, `nonce` and the PKCE verifier, and returns the
     /// provider's authorization URL.
-    pub async fn start_oidc(&self, provider_id: &str, callback_url: &str) -> Result<LoginStart> {
+    pub async fn start_oidc(
+        &self,
+        provider_id: &str,
+        callback_url: &str,
+        client: Option<IpAddr>,
+    ) -> Result<LoginStart> {
         let (provider, cipher) = self.oidc_provider(provider_id)?;
+        // Each start stores a row: limited per address like the other sign-in attempts.
+        self.limit_ip(client)?;
         let callback_url = self.check_callback_url(callback_url)?;
         let state = self.tokens.generate();
         let nonce = self.tokens.generate();
@@ -557,6 +589,21 @@ impl AuthService {
         let identity = provider.exchange(&self.oidc_redirect_uri(provider_id), code, &verifier, &pending.nonce).await?;
         let signed_in = self.sign_in_external(identity).await?;
         Ok((signed_in, pending.callback_url))
+    }
+}
+
+/// The rate-limit key of an address: IPv6 clients by their /64 (one site's allocation), so
+/// rotating through it does not multiply attempts.
+fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -680,6 +727,7 @@ mod tests {
         }
         // A lookalike domain is not internal.
         let mut users = MockUserRepository::new();
+        users.expect_find_by_email().returning(|_| Ok(None));
         users.expect_upsert_by_email().times(1).returning(|_| Ok(user(Role::Member)));
         let svc = service(users, session_repo(), MockPasswordHasher::new());
         block_on(svc.sign_in_external(ExternalIdentity { email: "a@notcake.internal".into(), name: None })).unwrap();
@@ -688,6 +736,8 @@ mod tests {
     #[test]
     fn external_sign_in_upserts_with_admin_role_and_a_fallback_name() {
         let mut users = MockUserRepository::new();
+        users.expect_find_by_email().returning(|_| Ok(Some((user(Role::Member), None))));
+        users.expect_detach_password().times(0);
         users
             .expect_upsert_by_email()
             .withf(|u| u.role == Role::Admin && u.name.as_ref() == "boss" && u.password_hash.is_none())
@@ -697,6 +747,16 @@ mod tests {
         let ext = ExternalIdentity { email: "Boss@Example.com".into(), name: Some("   ".into()) };
         let s = block_on(svc.sign_in_external(ext)).unwrap();
         assert_eq!(s.user.role, Role::Admin);
+    }
+
+    #[test]
+    fn a_proven_email_detaches_an_earlier_password_sign_up() {
+        let mut users = MockUserRepository::new();
+        users.expect_find_by_email().returning(|_| Ok(Some((user(Role::Member), Some("hash".into())))));
+        users.expect_detach_password().times(1).returning(|_| Ok(()));
+        users.expect_upsert_by_email().times(1).returning(|_| Ok(user(Role::Member)));
+        let svc = service(users, session_repo(), MockPasswordHasher::new());
+        block_on(svc.sign_in_external(ExternalIdentity { email: "a@example.com".into(), name: None })).unwrap();
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::dto::{
     SuccessBody, rfc3339,
 };
 use crate::error::{ApiError, ApiResult, body};
-use crate::identity::{Identity, client_ip, cookie_value};
+use crate::identity::{Identity, client_ip, cookie_values};
 use std::sync::Arc;
 
 use crate::state::AppState;
@@ -113,6 +113,7 @@ impl AuthApi {
     #[oai(path = "/sign-in/oauth2", method = "post", operation_id = "sign_in_oauth2")]
     async fn sign_in_oauth2(
         &self,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<OAuth2SignInBody>,
     ) -> ApiResult<OAuth2StartResponse> {
@@ -121,7 +122,8 @@ impl AuthApi {
         }
         let b = body.0;
         let callback = b.callback_url.map(|c| c.0).unwrap_or_default();
-        let start = state.auth.start_oidc(&b.provider_id.0, &callback).await?;
+        let client = client_ip(req, &state.trusted_proxies);
+        let start = state.auth.start_oidc(&b.provider_id.0, &callback, client).await?;
         let cookie = state.cookies.state_cookie(start.state.expose_secret());
         Ok(OAuth2StartResponse::Ok(Json(OAuth2SignInResponse { url: start.url, redirect: true }), cookie))
     }
@@ -153,7 +155,10 @@ impl AuthApi {
         let Some(login_state) = login_state.0.filter(|s| !s.is_empty() && s.len() <= 512) else {
             return Err(refused("invalid_state", "the callback has no state".into()));
         };
-        let bound = cookie_value(req, state.cookies.state_cookie_name()).and_then(|raw| state.cookies.verify(raw));
+        let bound = match cookie_values(req, state.cookies.state_cookie_name()).as_slice() {
+            [raw] => state.cookies.verify(raw),
+            _ => None,
+        };
         if !bound.is_some_and(|b| constant_time_eq(b.as_bytes(), login_state.as_bytes())) {
             return Err(refused("invalid_state", "this sign-in was not started by this browser".into()));
         }
