@@ -61,7 +61,7 @@ ALWAYS_ENV = [
 HEADER_AUTH_ENV = [
     "CAKE_HEADER_AUTH_EMAIL_HEADER", "CAKE_HEADER_AUTH_EMAIL_CLAIM", "CAKE_HEADER_AUTH_JWT_HEADER",
     "CAKE_HEADER_AUTH_USER", "CAKE_HEADER_AUTH_USER_CLAIM", "CAKE_HEADER_AUTH_TRUSTED_PROXIES",
-    "CAKE_HEADER_AUTH_JWKS_URL",
+    "CAKE_HEADER_AUTH_JWKS_URL", "CAKE_HEADER_AUTH_JWT_ISSUER", "CAKE_HEADER_AUTH_JWT_AUDIENCE",
 ]
 
 # Every value seed 001 names, with the default the seed states (None: no default stated).
@@ -860,7 +860,10 @@ def _():
         "CAKE_HEADER_AUTH_USER_CLAIM": "preferred_username",
         "CAKE_HEADER_AUTH_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/8",
         "CAKE_HEADER_AUTH_JWKS_URL": "https://sso.example.com/.well-known/jwks.json",
+        "CAKE_HEADER_AUTH_JWT_ISSUER": "https://sso.example.com",
+        "CAKE_HEADER_AUTH_JWT_AUDIENCE": "cake-agents",
     }, "header auth env")
+    eq(env_value(env, "CAKE_TRUSTED_PROXIES"), "10.42.0.0/16", "client-address proxies")
 
 
 @case("everything: S3, admins, email+password off, path prefix, extra env, pull policy")
