@@ -166,8 +166,24 @@ async fn seed_upsert_keeps_one_user_per_email_however_many_requests() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), id, "one user id for one email");
     }
+    // A brand-new email arriving on many connections at once still makes one user.
+    let mut racing = Vec::new();
+    for _ in 0..8 {
+        let base = app.base.clone();
+        racing.push(tokio::spawn(async move {
+            let resp = anonymous().get(format!("{base}/api/me")).header(EMAIL, "rae@example.com").send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in racing {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one user for a new email however many first requests race");
     // The first user of an empty installation is an admin, so it can list everyone.
-    assert_eq!(user_emails(&app, first.cookie.as_deref().unwrap()).await, vec!["lee@example.com"]);
+    assert_eq!(user_emails(&app, first.cookie.as_deref().unwrap()).await, vec!["lee@example.com", "rae@example.com"]);
     let (_, me_again) = get_with_cookie(&app, "/api/me", first.cookie.as_deref().unwrap(), &[]).await;
     assert_eq!(me_again["name"], "Lee", "an existing user keeps their name");
     app.stop().await;

@@ -194,10 +194,13 @@ async fn oidc_a_wrong_nonce_is_refused() {
 #[tokio::test]
 async fn oidc_unverified_and_internal_emails_are_refused() {
     let Setup { mut app, _idp } = setup(false, |_| {}).await;
+    let admin = app.sign_up("admin").await;
     let (resp, _, _) = sign_in(&app, "unverified-sid@example.com", Tamper::Nothing).await;
     assert_eq!(error_code(resp).await, (403, "oidc_refused".into()));
     let (resp, _, _) = sign_in(&app, "robot@cake.internal", Tamper::Nothing).await;
     assert_eq!(error_code(resp).await, (403, "internal_email".into()));
+    let (_, users) = admin.get("/api/admin/users").await;
+    assert_eq!(users.as_array().unwrap().len(), 1, "no user row for a refused sign-in: {users}");
     app.stop().await;
 }
 
