@@ -83,6 +83,13 @@ pub struct KubeSettings {
     pub api_url: Option<String>,
     /// How long a pod may take from creation to OpenCode answering.
     pub ready_timeout: Duration,
+    /// How long a pod may be held up by what usually heals (`Unschedulable` while a node is
+    /// added, a failed image pull being retried) before its session fails with the reason
+    /// (never longer than `ready_timeout` in effect).
+    pub pending_grace: Duration,
+    /// `sizeLimit` of the emptyDir volumes by name (`workspace`, `home`, `tmp`); a volume
+    /// without an entry has no limit.
+    pub volume_size_limits: BTreeMap<String, String>,
     /// How often the Lease holder reconciles pods with sessions.
     pub reconcile_interval: Duration,
     /// `leaseDurationSeconds` of the reconciler Lease: how long a silent holder keeps it.
@@ -93,6 +100,30 @@ pub struct KubeSettings {
     pub retry_attempts: u32,
     /// First delay between attempts; doubles up to 2 s.
     pub retry_delay: Duration,
+    /// How long one Kubernetes API call (one attempt) may take before it counts as failed
+    /// and is retried: a half-open connection must not hang a provision or the reconciler.
+    /// (Watches are not bounded by it: they stay open for minutes by design.)
+    pub api_timeout: Duration,
+}
+
+/// Default `CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`.
+pub fn default_volume_size_limits() -> BTreeMap<String, String> {
+    [("workspace", "10Gi"), ("home", "2Gi"), ("tmp", "1Gi")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Whether `q` is a Kubernetes quantity such as `500Mi`, `10Gi`, `1.5G` or `1e9`.
+fn is_quantity(q: &str) -> bool {
+    let digits_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E")
+        || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    number_ok && suffix_ok
 }
 
 /// Default `CAKE_DATA_PLANE_RESOURCES`.
@@ -116,11 +147,14 @@ impl KubeSettings {
             image_pull_secrets: Vec::new(),
             api_url: None,
             ready_timeout: Duration::from_secs(300),
+            pending_grace: Duration::from_secs(120),
+            volume_size_limits: default_volume_size_limits(),
             reconcile_interval: Duration::from_secs(60),
             lease_duration: Duration::from_secs(30),
             identity: None,
             retry_attempts: 5,
             retry_delay: Duration::from_millis(200),
+            api_timeout: Duration::from_secs(20),
         }
     }
 
@@ -163,6 +197,29 @@ impl KubeSettings {
         Ok(list)
     }
 
+    /// Parses `CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`: a JSON object from volume name
+    /// (`workspace`, `home`, `tmp`) to a quantity such as `"10Gi"`; a volume left out, or
+    /// given `null` or `""`, has no limit.
+    pub fn parse_volume_size_limits(raw: &str) -> Result<BTreeMap<String, String>, String> {
+        let v: serde_json::Map<String, Value> =
+            serde_json::from_str(raw).map_err(|e| format!("must be a JSON object like {{\"workspace\": \"10Gi\"}}: {e}"))?;
+        let mut limits = BTreeMap::new();
+        for (name, q) in v {
+            if !resources::VOLUMES.iter().any(|(v, _)| *v == name) {
+                return Err(format!("unknown volume {name:?}; the volumes are workspace, home and tmp"));
+            }
+            match q {
+                Value::Null => {}
+                Value::String(s) if s.trim().is_empty() => {}
+                Value::String(s) if is_quantity(s.trim()) => {
+                    limits.insert(name, s.trim().to_owned());
+                }
+                other => return Err(format!("{name}: {other} is not a quantity such as \"10Gi\"")),
+            }
+        }
+        Ok(limits)
+    }
+
     /// Checks `CAKE_DATA_PLANE_IMAGE_PULL_POLICY`.
     pub fn parse_pull_policy(raw: &str) -> Result<String, String> {
         match raw {
@@ -188,5 +245,13 @@ mod tests {
         assert!(KubeSettings::parse_tolerations(r#"[1]"#).is_err());
         assert!(KubeSettings::parse_tolerations(r#"{"key":"k"}"#).is_err());
         assert!(KubeSettings::parse_pull_policy("Sometimes").is_err());
+        let limits = KubeSettings::parse_volume_size_limits(r#"{"workspace":"20Gi","home":"","tmp":null}"#).unwrap();
+        assert_eq!(limits, BTreeMap::from([("workspace".to_owned(), "20Gi".to_owned())]));
+        for ok in ["500Mi", "1.5G", "1e9", "2048", "10Ki"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in [r#"{"data":"1Gi"}"#, r#"{"workspace":"ten gigs"}"#, r#"{"workspace":10}"#, "[]", r#"{"tmp":"1GB"}"#] {
+            assert!(KubeSettings::parse_volume_size_limits(bad).is_err(), "{bad}");
+        }
     }
 }
