@@ -146,7 +146,8 @@ impl Application {
                 RuntimeKind::Local => {
                     let bin = config.opencode_bin.clone().unwrap_or_else(|| default_opencode_bin(Path::new(".")));
                     let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
-                    rc.ready_timeout = Duration::from_secs(config.opencode_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
+                    rc.ready_timeout =
+                        Duration::from_secs(config.opencode_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
                     let runtime = Arc::new(LocalRuntime::new(rc)?);
                     local = Some(runtime.clone());
                     runtime

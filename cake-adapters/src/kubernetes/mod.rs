@@ -201,8 +201,8 @@ impl KubeSettings {
     /// (`workspace`, `home`, `tmp`) to a quantity such as `"10Gi"`; a volume left out, or
     /// given `null` or `""`, has no limit.
     pub fn parse_volume_size_limits(raw: &str) -> Result<BTreeMap<String, String>, String> {
-        let v: serde_json::Map<String, Value> =
-            serde_json::from_str(raw).map_err(|e| format!("must be a JSON object like {{\"workspace\": \"10Gi\"}}: {e}"))?;
+        let v: serde_json::Map<String, Value> = serde_json::from_str(raw)
+            .map_err(|e| format!("must be a JSON object like {{\"workspace\": \"10Gi\"}}: {e}"))?;
         let mut limits = BTreeMap::new();
         for (name, q) in v {
             if !resources::VOLUMES.iter().any(|(v, _)| *v == name) {
@@ -250,7 +250,8 @@ mod tests {
         for ok in ["500Mi", "1.5G", "1e9", "2048", "10Ki"] {
             assert!(is_quantity(ok), "{ok}");
         }
-        for bad in [r#"{"data":"1Gi"}"#, r#"{"workspace":"ten gigs"}"#, r#"{"workspace":10}"#, "[]", r#"{"tmp":"1GB"}"#] {
+        for bad in [r#"{"data":"1Gi"}"#, r#"{"workspace":"ten gigs"}"#, r#"{"workspace":10}"#, "[]", r#"{"tmp":"1GB"}"#]
+        {
             assert!(KubeSettings::parse_volume_size_limits(bad).is_err(), "{bad}");
         }
     }

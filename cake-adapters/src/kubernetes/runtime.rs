@@ -616,9 +616,13 @@ impl KubeRuntime {
         let id = spec.session_id;
         let name = object_name(id);
         let secrets = self.inner.secrets_in(&self.inner.namespace);
-        let body: Secret =
-            serde_json::from_value(resources::secret(&self.inner.settings.instance, &self.inner.namespace, spec, pod_uid))
-                .map_err(CoreError::internal)?;
+        let body: Secret = serde_json::from_value(resources::secret(
+            &self.inner.settings.instance,
+            &self.inner.namespace,
+            spec,
+            pod_uid,
+        ))
+        .map_err(CoreError::internal)?;
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         for _ in 0..SECRET_ATTEMPTS {
             let existing = self.inner.retry("read the session's secret", || secrets.get_opt(&name)).await?;
@@ -854,7 +858,10 @@ impl SessionRuntime for KubeRuntime {
                 let events = match item {
                     Ok(event) => vec![event],
                     Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "runtime events were dropped for a slow consumer; sending the current failures again");
+                        tracing::warn!(
+                            missed,
+                            "runtime events were dropped for a slow consumer; sending the current failures again"
+                        );
                         inner.current_failures()
                     }
                 };
@@ -977,7 +984,9 @@ mod tests {
         inner.observe(&pod(third, "u3", 1, unschedulable()));
         tokio::time::sleep(Duration::from_millis(250)).await;
         inner.observe(&pod(third, "u3", 2, unschedulable()));
-        assert!(drain(&mut rx).iter().any(|e| matches!(e, RuntimeEvent::Failed { session_id, .. } if *session_id == third)));
+        assert!(
+            drain(&mut rx).iter().any(|e| matches!(e, RuntimeEvent::Failed { session_id, .. } if *session_id == third))
+        );
     }
 
     #[tokio::test]

@@ -107,7 +107,10 @@ fn container_trouble(pod: &Pod, c: &ContainerStatus, init: bool) -> Option<Troub
             // ImagePullBackOff while the kubelet waits to try again.
             "ErrImagePull" | "ImagePullBackOff" | "RegistryUnavailable" => {
                 return Some(Trouble::Transient {
-                    detail: with_message(format!("pulling image {image} (retrying after {reason})"), w.message.as_ref()),
+                    detail: with_message(
+                        format!("pulling image {image} (retrying after {reason})"),
+                        w.message.as_ref(),
+                    ),
                     failure: with_message(format!("image {image} could not be pulled: {reason}"), w.message.as_ref()),
                 });
             }
@@ -484,7 +487,8 @@ mod tests {
         assert_eq!(progress(assess(&with_sidecar)), "pulling image cake/data-plane:x");
         with_sidecar.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[1] =
             serde_json::from_value(json!({"name": "data-plane", "image": "", "imageID": "", "ready": false,
-                "restartCount": 0, "state": {"running": {}}})).unwrap();
+                "restartCount": 0, "state": {"running": {}}}))
+            .unwrap();
         assert_eq!(progress(assess(&with_sidecar)), "starting OpenCode");
         let init_sidecar = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
             "initContainerStatuses": [{"name": "istio-init", "state": {"running": {}}}]});
