@@ -18,11 +18,28 @@
 //! (the reconciler or the session's deletion removes the Pod, and the garbage collector its
 //! Secret). Until the Secret exists the kubelet reports `CreateContainerConfigError … not
 //! found` and retries; the runtime reads that as progress, not failure (the init container
-//! usually runs meanwhile anyway). Both are written with server-side apply (field manager
-//! `cake-control-plane`, forced), so retrying a provision is idempotent. A provision that finds
+//! usually runs meanwhile anyway). The Pod is written with server-side apply (field manager
+//! `cake-control-plane`, forced: its body is the same whoever writes it), so retrying a
+//! provision is idempotent. The Secret is **created** (`POST`), never overwritten: its password
+//! is what the pod's OpenCode reads, so of two replicas provisioning one session the second
+//! gets `409 AlreadyExists`, reads the Secret and adopts its password; a Secret of an earlier
+//! pod of the same name is replaced with the `resourceVersion` read. A provision that finds
 //! the session's pod alive reuses it and its Secret untouched (a control plane that restarted,
 //! or another replica); one that finds it ended, or finds it gone although a previous handle
 //! says it existed, fails: the workspace lived in the pod's emptyDir and went with it.
+//!
+//! Every API call (each attempt, the lease calls, the health check) is bounded by
+//! `api_timeout`: a half-open connection costs an attempt, not a hung provision or reconciler.
+//! Watches are not bounded by it.
+//!
+//! # Sessions outlive the control plane
+//!
+//! [`SessionRuntime::survives_restart`](cake_core::ports::SessionRuntime::survives_restart)
+//! is true: a control plane that starts (a restart, a second replica, a rolling update) leaves
+//! running sessions alone rather than provisioning them again, and any replica serves any
+//! session. After a failure, `stop` keeps a pod that is still ready (the failure was in the
+//! connection to it; its emptyDir holds the session's work) and one that has ended (for
+//! `kubectl logs`, without its Secret), and deletes one that failed without ending.
 //!
 //! # Status
 //!
@@ -31,14 +48,20 @@
 //! `app.kubernetes.io/instance`), relisting after `410 Gone` and backing off on errors. Each
 //! change becomes a [`RuntimeEvent::Progress`](cake_core::ports::RuntimeEvent) step
 //! ("pulling image …"), readiness for `wait_ready`, or a
-//! [`RuntimeEvent::Failed`](cake_core::ports::RuntimeEvent) with a reason. A pod that
-//! disappears (a delete event, or missing from a relist) fails its session — the service
-//! ignores that for sessions that are already failed or being deleted.
+//! [`RuntimeEvent::Failed`](cake_core::ports::RuntimeEvent) with a reason. What usually heals
+//! (`Unschedulable`, a failed image pull) is progress for `pending_grace`, then a failure; the
+//! housekeeping every replica does on each reconciler tick fails it when no event comes. A pod
+//! that disappears (a delete event, or missing from a relist that began while it was alive)
+//! fails its session — the service ignores that for sessions that are already failed or being
+//! deleted. Observations are ordered by `resourceVersion`, so a provision's older copy of a pod
+//! does not overwrite a newer watch event; what is remembered of failed and deleted pods
+//! expires. Events are buffered from the start until the service subscribes; a consumer that
+//! lags gets the current failures again.
 //!
 //! # Reconciliation
 //!
-//! See `reconcile`: only the holder of a `coordination.k8s.io/v1` Lease reconciles, every
-//! replica serves every session.
+//! See `reconcile`: only the holder of a `coordination.k8s.io/v1` Lease reconciles (and takes
+//! over sessions whose replica went away mid-start), every replica serves every session.
 
 pub mod resources;
 mod runtime;

@@ -291,14 +291,11 @@ impl SessionService {
         let session = session.clone();
         let task = Abortable::new(
             async move {
-                match this.live(&session).await {
-                    Ok(live) => {
-                        let upstream = this.deps().data_plane.subscribe(live.endpoint.clone());
-                        this.pump(id, live, upstream).await;
-                    }
-                    // Not reachable now (not ready here yet, a pod still starting): the next
-                    // observer or request tries again.
-                    Err(_) => {}
+                // Not reachable now (not ready here yet, a pod still starting): the next
+                // observer or request tries again.
+                if let Ok(live) = this.live(&session).await {
+                    let upstream = this.deps().data_plane.subscribe(live.endpoint.clone());
+                    this.pump(id, live, upstream).await;
                 }
                 this.relay_ended(id, generation);
             },
