@@ -660,8 +660,12 @@ impl SessionService {
         if let Ok(session) = failed {
             self.publish_status(&session);
             // A hung runtime must not keep running behind a failed session; its data stays.
-            // Best effort: a runtime that cannot be stopped reports that itself.
-            let _ = self.deps().runtime.stop(id).await;
+            // Best effort: a runtime that cannot be stopped reports that itself. In the
+            // background: a slow runtime backend must not hold up the next runtime event.
+            let runtime = self.deps().runtime.clone();
+            self.deps().spawner.spawn(Box::pin(async move {
+                let _ = runtime.stop(id).await;
+            }));
         }
     }
 

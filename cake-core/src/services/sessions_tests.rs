@@ -300,11 +300,16 @@ fn a_runtime_that_never_gets_ready_fails_the_session_with_its_reason() {
     m.data_plane.expect_create_session().times(0);
     m.data_plane.expect_prompt().times(0);
     m.runtime.expect_stop().with(eq(SID)).times(1).returning(|_| Ok(()));
-    let svc = m.build(Collect::default());
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
     run(svc.start(SID));
     let s = stored.lock().unwrap().clone();
     assert_eq!(s.status, Status::Failed);
     assert!(s.status_reason.unwrap().contains("status 1"));
+    // The runtime is stopped in the background.
+    for t in spawner.take() {
+        run(t);
+    }
 }
 
 #[test]
@@ -316,10 +321,13 @@ fn runtime_failures_mark_live_sessions_failed() {
         futures::stream::iter([RuntimeEvent::Failed { session_id: SID, reason: "killed by signal 9".into() }]).boxed()
     });
     m.runtime.expect_stop().times(1).returning(|_| Ok(()));
-    let svc = m.build(Collect::default());
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
     run(svc.watch_runtime());
     let s = stored.lock().unwrap().clone();
     assert_eq!((s.status, s.status_reason.as_deref()), (Status::Failed, Some("killed by signal 9")));
+    // Stopping runs on its own task: a slow runtime backend does not hold up the next event.
+    assert_eq!(spawner.take().into_iter().map(run).count(), 1);
 }
 
 #[test]
