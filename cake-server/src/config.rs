@@ -118,6 +118,20 @@ pub struct Config {
     #[arg(long, env = "CAKE_DATA_PLANE_START_TIMEOUT", default_value_t = 300)]
     pub data_plane_start_timeout: u64,
 
+    /// Kubernetes runtime: seconds a session pod may be held up by what usually heals — no
+    /// node fits yet (Unschedulable, while a cluster autoscaler adds one), an image pull that
+    /// failed (ErrImagePull, ImagePullBackOff: a registry answering 429) — shown as progress
+    /// with the reason, before the session fails with it. At most the start timeout.
+    #[arg(long, env = "CAKE_DATA_PLANE_PENDING_GRACE", default_value_t = 120)]
+    pub data_plane_pending_grace: u64,
+
+    /// Kubernetes runtime: sizeLimit of each session pod's emptyDir volumes as JSON,
+    /// {"workspace":"10Gi","home":"2Gi","tmp":"1Gi"} by default (a value replaces the default
+    /// as a whole; a volume left out, or "", has no limit). A session that fills one is
+    /// evicted, and fails saying so.
+    #[arg(long, env = "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS")]
+    pub data_plane_volume_size_limits: Option<String>,
+
     /// Kubernetes runtime: this installation's name (the Helm release), written as
     /// app.kubernetes.io/instance on every session pod and Secret and used to select them,
     /// so two installations sharing a namespace leave each other's pods alone.

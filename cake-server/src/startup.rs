@@ -145,7 +145,8 @@ impl Application {
                 RuntimeKind::Local => {
                     let bin = config.opencode_bin.clone().unwrap_or_else(|| default_opencode_bin(Path::new(".")));
                     let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
-                    rc.ready_timeout = Duration::from_secs(config.opencode_start_timeout);
+                    rc.ready_timeout =
+                        Duration::from_secs(config.opencode_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
                     let runtime = Arc::new(LocalRuntime::new(rc)?);
                     local = Some(runtime.clone());
                     runtime
@@ -190,6 +191,7 @@ impl Application {
         if let Some(oidc) = oidc(&config, &http)? {
             auth = auth.with_oidc(oidc, cipher.clone());
         }
+        let runtime_survives = runtime.survives_restart();
         let sessions = SessionService::new(SessionDeps {
             sessions: Arc::new(PgSessionRepository::new(pool.clone())),
             providers: providers.clone(),
@@ -245,6 +247,7 @@ impl Application {
         }
         match sessions.recover().await {
             Ok(0) => {}
+            Ok(n) if runtime_survives => tracing::info!(sessions = n, "serving the ready sessions found running"),
             Ok(n) => tracing::info!(sessions = n, "bringing sessions back after a restart"),
             Err(e) => tracing::error!(error = %e, "could not recover sessions"),
         }
@@ -483,11 +486,23 @@ pub fn kube_settings(config: &Config) -> Result<KubeSettings, StartupError> {
     }
     s.image_pull_secrets =
         config.data_plane_image_pull_secrets.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    if let Some(raw) = config.data_plane_volume_size_limits.as_deref().filter(|r| !r.trim().is_empty()) {
+        s.volume_size_limits = KubeSettings::parse_volume_size_limits(raw)
+            .map_err(|p| invalid("CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS", p))?;
+    }
     s.api_url = config.kube_api_url.clone().filter(|u| !u.trim().is_empty());
-    s.ready_timeout = Duration::from_secs(config.data_plane_start_timeout.max(1));
-    s.reconcile_interval = Duration::from_secs(config.reconcile_interval.max(1));
+    // Bounded: a deadline far in the future would overflow the clock's arithmetic.
+    s.ready_timeout = Duration::from_secs(config.data_plane_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
+    s.pending_grace = Duration::from_secs(config.data_plane_pending_grace).min(s.ready_timeout);
+    s.reconcile_interval = Duration::from_secs(config.reconcile_interval.clamp(1, MAX_RECONCILE_INTERVAL_SECS));
     Ok(s)
 }
+
+/// Longest `CAKE_DATA_PLANE_START_TIMEOUT` (and `CAKE_OPENCODE_START_TIMEOUT`) honoured: an
+/// hour.
+pub const MAX_START_TIMEOUT_SECS: u64 = 3600;
+/// Longest `CAKE_RECONCILE_INTERVAL` honoured: a day.
+pub const MAX_RECONCILE_INTERVAL_SECS: u64 = 86_400;
 
 /// The cookie-signing key: purpose-bound, derived from the installation secret.
 fn hex_key(secret: &SecretString) -> String {
@@ -631,4 +646,47 @@ async fn readyz(req: &Request) -> Response {
 async fn metrics_endpoint(req: &Request) -> Response {
     let text = req.data::<Arc<AppState>>().map(|s| s.metrics.render()).unwrap_or_default();
     Response::builder().content_type("text/plain; version=0.0.4").body(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kube_config() -> Config {
+        let mut c = Config::for_data_dir(std::env::temp_dir());
+        c.data_plane_image = Some("cake/data-plane:1".into());
+        c.data_plane_init_image = Some("cake/data-plane-init:1".into());
+        c
+    }
+
+    #[test]
+    fn huge_timeouts_are_clamped_instead_of_overflowing_the_clock() {
+        let mut c = kube_config();
+        c.data_plane_start_timeout = u64::MAX;
+        c.data_plane_pending_grace = u64::MAX;
+        c.reconcile_interval = u64::MAX;
+        let s = kube_settings(&c).unwrap();
+        assert_eq!(s.ready_timeout, Duration::from_secs(MAX_START_TIMEOUT_SECS));
+        assert_eq!(s.pending_grace, s.ready_timeout, "the grace is bounded by the start timeout");
+        assert_eq!(s.reconcile_interval, Duration::from_secs(MAX_RECONCILE_INTERVAL_SECS));
+        // Deadlines computed from them are fine.
+        let _ = tokio::time::Instant::now() + s.ready_timeout;
+        let mut c = kube_config();
+        c.data_plane_start_timeout = 0;
+        c.data_plane_pending_grace = 500;
+        let s = kube_settings(&c).unwrap();
+        assert_eq!((s.ready_timeout, s.pending_grace), (Duration::from_secs(1), Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn volume_size_limits_come_from_their_variable() {
+        let s = kube_settings(&kube_config()).unwrap();
+        assert_eq!(s.volume_size_limits, cake_adapters::kubernetes::default_volume_size_limits());
+        let mut c = kube_config();
+        c.data_plane_volume_size_limits = Some(r#"{"workspace":"50Gi"}"#.into());
+        assert_eq!(kube_settings(&c).unwrap().volume_size_limits.get("workspace").map(String::as_str), Some("50Gi"));
+        c.data_plane_volume_size_limits = Some(r#"{"workspace":"lots"}"#.into());
+        let err = kube_settings(&c).unwrap_err().to_string();
+        assert!(err.contains("CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS"), "{err}");
+    }
 }

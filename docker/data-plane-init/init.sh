@@ -12,6 +12,8 @@
 #   - when $CAKE_GIT_REPOSITORY is set and the workspace has no repository yet, it is cloned
 #     there (branch $CAKE_GIT_REF when set). This image has no `cake`, so the clone uses no
 #     brokered credentials: public repositories, or credentials in the URL's host config.
+# Nothing else is written to $HOME: OpenCode creates its own XDG directories there, and starts
+# with no state but this git config (the tests run this script and check exactly that).
 # Idempotent: a restarted pod keeps its workspace and config.
 set -eu
 

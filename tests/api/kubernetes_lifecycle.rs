@@ -3,11 +3,16 @@
 //! with exactly the env of that pod spec and Secret on the pod's own loopback IP, the pod is
 //! reported ready there, and the session is served through "its pod": prompted, answered
 //! by the fake model, observed, deleted (the Pod and the Secret are deleted).
+//!
+//! Meanwhile a second control plane starts on the same database and cluster (a rolling
+//! update): the ready session is left exactly as it is — no re-provisioning, same pod, same
+//! password — and the second control plane serves it too, events included.
 
 use std::time::Duration;
 
-use cake_server::config::RuntimeKind;
-use cake_tests::app::{PROVIDER_KEY, opencode_bin, spawn_app_with};
+use cake_server::config::{Config, RuntimeKind};
+use cake_server::startup::Application;
+use cake_tests::app::{PROVIDER_KEY, TestUser, opencode_bin, spawn_app_with, test_config};
 use cake_tests::fake_kube::{FakeKube, FakeKubelet, secret_data};
 use serde_json::{Value, json};
 
@@ -19,18 +24,32 @@ fn opencode_type(f: &cake_tests::sse::SseFrame) -> Option<&str> {
     (f.event.as_deref() == Some("opencode")).then(|| f.data["type"].as_str()).flatten()
 }
 
+fn on_kube(c: &mut Config, kube: &FakeKube) {
+    c.runtime = RuntimeKind::Kubernetes;
+    c.kube_api_url = Some(kube.uri());
+    c.session_namespace = Some(NS.into());
+    c.data_plane_image = Some("cake/data-plane:test".into());
+    c.data_plane_init_image = Some("cake/data-plane-init:test".into());
+    c.data_plane_start_timeout = 120;
+}
+
+async fn sign_in(base: &str, email: &str) -> TestUser {
+    let client = cake_tests::app::browser(base);
+    let resp = client
+        .post(format!("{base}/api/auth/sign-in/email"))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    TestUser { client, base: base.into(), id: body["user"]["id"].as_str().unwrap().into(), email: email.into() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     let kube = FakeKube::start().await;
-    let mut app = spawn_app_with(|c| {
-        c.runtime = RuntimeKind::Kubernetes;
-        c.kube_api_url = Some(kube.uri());
-        c.session_namespace = Some(NS.into());
-        c.data_plane_image = Some("cake/data-plane:test".into());
-        c.data_plane_init_image = Some("cake/data-plane-init:test".into());
-        c.data_plane_start_timeout = 120;
-    })
-    .await;
+    let mut app = spawn_app_with(|c| on_kube(c, &kube)).await;
     let admin = app.sign_up("alice").await;
     let (status, _) = admin.send("PUT", "/api/admin/providers", Some(app.provider_body(PROVIDER_KEY, None))).await;
     assert_eq!(status, 200);
@@ -74,10 +93,46 @@ async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     assert!(text.contains("Say PONG") && text.contains("PONG from fake model"), "{text}");
     assert!(app.model.requests().iter().all(|r| r.authorization.as_deref() == Some(&format!("Bearer {PROVIDER_KEY}"))));
 
+    // A second control plane starts beside the first (a rolling update): it leaves the
+    // ready session alone — no re-provisioning, the same pod, the same Secret — ...
+    let pod_uid = kube.pod(NS, &name).unwrap()["metadata"]["uid"].clone();
+    let password = secret_data(&kube.secret(NS, &name).unwrap())["OPENCODE_SERVER_PASSWORD"].clone();
+    let writes_before = kube.calls().await.iter().filter(|(m, p)| m != "GET" && !p.contains("/leases")).count();
+    let dir2 = tempfile::Builder::new().prefix("cake-test").tempdir_in("/tmp").unwrap();
+    let mut config2 = test_config(dir2.path().into(), Some(app.database_url.clone()));
+    on_kube(&mut config2, &kube);
+    let app2 = Application::build(config2).await.expect("the second control plane starts");
+    let base2 = format!("http://127.0.0.1:{}", app2.port());
+    let admin2 = sign_in(&base2, &admin.email).await;
+    let (_, s) = admin2.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!((s["status"].as_str(), &s["statusReason"]), (Some("ready"), &Value::Null), "{s}");
+    let frames = events.until(Duration::from_secs(2), |f| f.event.as_deref() == Some("status")).await;
+    assert!(frames.is_none(), "the first control plane's observers see no status change: {frames:?}");
+    assert_eq!(kube.pod(NS, &name).unwrap()["metadata"]["uid"], pod_uid, "the same pod");
+    assert_eq!(secret_data(&kube.secret(NS, &name).unwrap())["OPENCODE_SERVER_PASSWORD"], password);
+    let writes_after = kube.calls().await.iter().filter(|(m, p)| m != "GET" && !p.contains("/leases")).count();
+    assert_eq!(writes_after, writes_before, "nothing written to the cluster: {:?}", kube.calls().await);
+
+    // ... and serves it too: a prompt through the second one, its answer on the second
+    // one's event stream (relayed there, though the first one started the session).
+    let mut events2 = admin2.events(&id, None).await;
+    let (status, _) =
+        admin2.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "again"}))).await;
+    assert_eq!(status, 202);
+    let (_, frames2) = events2
+        .until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle"))
+        .await
+        .expect("the answer reaches the second control plane's observers");
+    assert!(frames2.iter().any(|f| opencode_type(f) == Some("message.part.delta")), "{frames2:?}");
+    // The first one's observers get it as well.
+    events.until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle")).await.expect("a second answer");
+    drop(events2);
+    app2.shutdown().await;
+
     // A follow-up prompt goes to the same pod.
     let (status, _) = admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "again"}))).await;
     assert_eq!(status, 202);
-    events.until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle")).await.expect("a second answer");
+    events.until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle")).await.expect("a third answer");
 
     // Delete: the Pod and the Secret are deleted, then the session is gone.
     let (status, _) = admin.send("DELETE", &format!("/api/sessions/{id}"), None).await;

@@ -1,14 +1,19 @@
 //! A fake Kubernetes API server (wiremock with one stateful responder) that keeps pods,
 //! secrets and leases in memory, answers the calls the Kubernetes runtime makes — get, list,
-//! server-side apply, delete, `?watch=true` — and lets a test script the cluster: set a pod's
-//! status, delete a pod "from outside", expire the watch (`410 Gone`), inject 409/500 answers.
+//! server-side apply, create, replace, delete, `?watch=true` — and lets a test script the
+//! cluster: set a pod's status, delete a pod "from outside", expire the watch (`410 Gone`),
+//! inject 409/500 answers, hold an answer back (a slow or half-open connection).
+//!
+//! Deleting a pod is graceful like on a real API server: watchers first see it `MODIFIED`
+//! with a `deletionTimestamp`, then `DELETED` (the fake's grace period is zero).
 //!
 //! Watches are long polls: a watch request gets every pod event after its
 //! `resourceVersion` at once, or, when there is none yet, an empty answer after a short
 //! delay (the client then watches again from the same version), so a test's change reaches
 //! the watcher within a fraction of a second with no busy loop.
 //!
-//! [`FakeKubelet`] plays the node for the foundation scenario: it starts the real OpenCode
+//! [`FakeKubelet`] plays the node for the foundation scenario: it runs the real init script
+//! (`docker/data-plane-init/init.sh`) as the init container, then starts the real OpenCode
 //! with the env the runtime put in the pod spec and its Secret, on the pod's own loopback IP
 //! and port 4096, and reports the pod ready there.
 
@@ -33,6 +38,10 @@ struct State {
     events: Vec<(u64, String, Value)>,
     /// Scripted failures: (method, path suffix, status), used once each, in order.
     failures: VecDeque<(String, String, u16)>,
+    /// Scripted delays of non-watch requests: (method, path suffix, delay), used once each.
+    delays: VecDeque<(String, String, Duration)>,
+    /// (method, path, status) of every answer, watches left out.
+    answers: Vec<(String, String, u16)>,
     /// Answer the next watch with `410 Gone`.
     expire_watch: bool,
 }
@@ -74,6 +83,36 @@ impl State {
         let rv = pod["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(self.rv);
         self.events.push((rv, kind.to_owned(), pod));
     }
+
+    /// Deletes a pod the way an API server does with a grace period: `deletionTimestamp`
+    /// set (MODIFIED), then gone (DELETED). Returns the deleted pod.
+    fn delete_pod(&mut self, key: &(String, String), tell_watchers: bool) -> Option<Value> {
+        let mut pod = self.pods.remove(key)?;
+        let rv = self.bump();
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        pod["metadata"]["deletionTimestamp"] = json!(now());
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if tell_watchers {
+            self.pod_event("MODIFIED", pod.clone());
+        }
+        let rv = self.bump();
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if tell_watchers {
+            self.pod_event("DELETED", pod.clone());
+        }
+        Some(pod)
+    }
+}
+
+/// The status code of an answer (wiremock keeps it private; its `Debug` shows it).
+fn status_of(answer: &ResponseTemplate) -> u16 {
+    let debug = format!("{answer:?}");
+    debug
+        .split("status_code: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The responder behind every route.
@@ -97,6 +136,26 @@ impl Respond for Api {
         let mut st = self.0.lock().unwrap();
         let method = req.method.as_str().to_owned();
         let path = req.url.path().to_owned();
+        let watch = req.url.query().unwrap_or_default().contains("watch=true");
+        let delay = match st.delays.iter().position(|(m, p, _)| !watch && *m == method && path.ends_with(p.as_str())) {
+            Some(i) => st.delays.remove(i).map(|(_, _, d)| d),
+            None => None,
+        };
+        let answer = self.answer(&mut st, req, &method, &path);
+        if !watch {
+            st.answers.push((method, path, status_of(&answer)));
+        }
+        match delay {
+            Some(d) => answer.set_delay(d),
+            None => answer,
+        }
+    }
+}
+
+impl Api {
+    fn answer(&self, st: &mut State, req: &Request, method: &str, path: &str) -> ResponseTemplate {
+        let method = method.to_owned();
+        let path = path.to_owned();
         if let Some(i) = st.failures.iter().position(|(m, p, _)| *m == method && path.ends_with(p.as_str())) {
             let (_, _, code) = st.failures.remove(i).unwrap();
             return status(code, if code == 409 { "Conflict" } else { "InternalError" }, "scripted failure");
@@ -167,19 +226,51 @@ impl Respond for Api {
                 }
                 ResponseTemplate::new(if existing.is_some() { 200 } else { 201 }).set_body_json(body)
             }
-            ("DELETE", kind @ ("pods" | "secrets"), Some(name)) => {
+            ("DELETE", "pods", Some(name)) => match st.delete_pod(&key(&name), true) {
+                Some(pod) => ResponseTemplate::new(200).set_body_json(pod),
+                None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+            },
+            ("DELETE", "secrets", Some(name)) => {
                 let rv = st.bump();
-                let store = if kind == "pods" { &mut st.pods } else { &mut st.secrets };
-                match store.remove(&key(&name)) {
+                match st.secrets.remove(&key(&name)) {
                     Some(mut obj) => {
                         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                        if kind == "pods" {
-                            st.pod_event("DELETED", obj.clone());
-                        }
                         ResponseTemplate::new(200).set_body_json(obj)
                     }
-                    None => status(404, "NotFound", &format!("{kind} \"{name}\" not found")),
+                    None => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
                 }
+            }
+            ("POST", "secrets", None) => {
+                let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
+                    return status(400, "BadRequest", "not JSON");
+                };
+                let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                if st.secrets.contains_key(&key(&name)) {
+                    return status(409, "AlreadyExists", &format!("secrets \"{name}\" already exists"));
+                }
+                let rv = st.bump();
+                body["metadata"]["resourceVersion"] = json!(rv.to_string());
+                body["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+                body["metadata"]["creationTimestamp"] = json!(now());
+                st.secrets.insert(key(&name), body.clone());
+                ResponseTemplate::new(201).set_body_json(body)
+            }
+            ("PUT", "secrets", Some(name)) => {
+                let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
+                    return status(400, "BadRequest", "not JSON");
+                };
+                let Some(current) = st.secrets.get(&key(&name)) else {
+                    return status(404, "NotFound", &format!("secrets \"{name}\" not found"));
+                };
+                if current["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                let uid = current["metadata"]["uid"].clone();
+                let rv = st.bump();
+                body["metadata"]["resourceVersion"] = json!(rv.to_string());
+                body["metadata"]["uid"] = uid;
+                st.secrets.insert(key(&name), body.clone());
+                ResponseTemplate::new(200).set_body_json(body)
             }
             ("POST", "leases", None) => {
                 let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
@@ -292,17 +383,11 @@ impl FakeKube {
         }
     }
 
-    /// Deletes a pod from outside; with `tell_watchers` false no event is kept for it (as if
-    /// it happened while the watch was broken: only a relist shows it).
+    /// Deletes a pod from outside (gracefully: MODIFIED with a `deletionTimestamp`, then
+    /// DELETED); with `tell_watchers` false no event is kept for it (as if it happened while
+    /// the watch was broken: only a relist shows it).
     pub fn delete_pod(&self, ns: &str, name: &str, tell_watchers: bool) {
-        let mut st = self.state.lock().unwrap();
-        let rv = st.bump();
-        if let Some(mut pod) = st.pods.remove(&(ns.into(), name.into()))
-            && tell_watchers
-        {
-            pod["metadata"]["resourceVersion"] = json!(rv.to_string());
-            st.pod_event("DELETED", pod);
-        }
+        self.state.lock().unwrap().delete_pod(&(ns.into(), name.into()), tell_watchers);
     }
 
     /// The next watch request is answered with `410 Gone`, and earlier events are forgotten
@@ -317,6 +402,17 @@ impl FakeKube {
     /// (queue several to fail several).
     pub fn fail_next(&self, method: &str, path_suffix: &str, code: u16) {
         self.state.lock().unwrap().failures.push_back((method.into(), path_suffix.into(), code));
+    }
+
+    /// The next request (not a watch) of `method` whose path ends with `path_suffix` is
+    /// answered only after `delay` (queue several to delay several).
+    pub fn delay_next(&self, method: &str, path_suffix: &str, delay: Duration) {
+        self.state.lock().unwrap().delays.push_back((method.into(), path_suffix.into(), delay));
+    }
+
+    /// `(method, path, status)` of every answer so far, watches left out.
+    pub fn answers(&self) -> Vec<(String, String, u16)> {
+        self.state.lock().unwrap().answers.clone()
     }
 
     /// Every request received so far.
@@ -410,7 +506,8 @@ pub struct FakeKubelet {
 }
 
 impl FakeKubelet {
-    /// Starts the pod `ns/name` once its Secret exists: the container's command with the real
+    /// Starts the pod `ns/name` once its Secret exists: its volumes as empty directories, the
+    /// init container (the real init script), then the container's command with the real
     /// binary, the hostname replaced by `ip`, its env (plain values, and `secretKeyRef`s read
     /// from the Secret) with the pod's paths mapped into a temporary directory; then reports
     /// the pod ready at `ip`.
@@ -439,9 +536,31 @@ impl FakeKubelet {
             }
             v.to_owned()
         };
-        for dir in ["home/.config", "home/.local/share", "home/.cache", "home/.local/state", "workspace", "tmp"] {
+        // The pod's emptyDir volumes, empty as the kubelet makes them.
+        for dir in ["home", "workspace", "tmp"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
         }
+        // The init container: the real docker/data-plane-init/init.sh with the init
+        // container's env, then $HOME holds only what it wrote (OpenCode makes its own dirs).
+        let init = &pod["spec"]["initContainers"][0];
+        assert_eq!(init["name"], "data-plane-init");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/data-plane-init/init.sh");
+        let mut init_cmd = std::process::Command::new("sh");
+        init_cmd
+            .arg(&script)
+            .current_dir(map(init["workingDir"].as_str().unwrap()))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for e in init["env"].as_array().unwrap() {
+            init_cmd.env(e["name"].as_str().unwrap(), map(e["value"].as_str().unwrap()));
+        }
+        let out = init_cmd.output().expect("run init.sh");
+        assert!(out.status.success(), "init.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let home: Vec<String> = std::fs::read_dir(root.path().join("home"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(home, [".gitconfig"], "OpenCode starts with an empty $HOME but for the git config");
         let container = &pod["spec"]["containers"][0];
         let command: Vec<String> =
             container["command"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();

@@ -18,11 +18,28 @@
 //! (the reconciler or the session's deletion removes the Pod, and the garbage collector its
 //! Secret). Until the Secret exists the kubelet reports `CreateContainerConfigError … not
 //! found` and retries; the runtime reads that as progress, not failure (the init container
-//! usually runs meanwhile anyway). Both are written with server-side apply (field manager
-//! `cake-control-plane`, forced), so retrying a provision is idempotent. A provision that finds
+//! usually runs meanwhile anyway). The Pod is written with server-side apply (field manager
+//! `cake-control-plane`, forced: its body is the same whoever writes it), so retrying a
+//! provision is idempotent. The Secret is **created** (`POST`), never overwritten: its password
+//! is what the pod's OpenCode reads, so of two replicas provisioning one session the second
+//! gets `409 AlreadyExists`, reads the Secret and adopts its password; a Secret of an earlier
+//! pod of the same name is replaced with the `resourceVersion` read. A provision that finds
 //! the session's pod alive reuses it and its Secret untouched (a control plane that restarted,
 //! or another replica); one that finds it ended, or finds it gone although a previous handle
 //! says it existed, fails: the workspace lived in the pod's emptyDir and went with it.
+//!
+//! Every API call (each attempt, the lease calls, the health check) is bounded by
+//! `api_timeout`: a half-open connection costs an attempt, not a hung provision or reconciler.
+//! Watches are not bounded by it.
+//!
+//! # Sessions outlive the control plane
+//!
+//! [`SessionRuntime::survives_restart`](cake_core::ports::SessionRuntime::survives_restart)
+//! is true: a control plane that starts (a restart, a second replica, a rolling update) leaves
+//! running sessions alone rather than provisioning them again, and any replica serves any
+//! session. After a failure, `stop` keeps a pod that is still ready (the failure was in the
+//! connection to it; its emptyDir holds the session's work) and one that has ended (for
+//! `kubectl logs`, without its Secret), and deletes one that failed without ending.
 //!
 //! # Status
 //!
@@ -31,14 +48,20 @@
 //! `app.kubernetes.io/instance`), relisting after `410 Gone` and backing off on errors. Each
 //! change becomes a [`RuntimeEvent::Progress`](cake_core::ports::RuntimeEvent) step
 //! ("pulling image …"), readiness for `wait_ready`, or a
-//! [`RuntimeEvent::Failed`](cake_core::ports::RuntimeEvent) with a reason. A pod that
-//! disappears (a delete event, or missing from a relist) fails its session — the service
-//! ignores that for sessions that are already failed or being deleted.
+//! [`RuntimeEvent::Failed`](cake_core::ports::RuntimeEvent) with a reason. What usually heals
+//! (`Unschedulable`, a failed image pull) is progress for `pending_grace`, then a failure; the
+//! housekeeping every replica does on each reconciler tick fails it when no event comes. A pod
+//! that disappears (a delete event, or missing from a relist that began while it was alive)
+//! fails its session — the service ignores that for sessions that are already failed or being
+//! deleted. Observations are ordered by `resourceVersion`, so a provision's older copy of a pod
+//! does not overwrite a newer watch event; what is remembered of failed and deleted pods
+//! expires. Events are buffered from the start until the service subscribes; a consumer that
+//! lags gets the current failures again.
 //!
 //! # Reconciliation
 //!
-//! See `reconcile`: only the holder of a `coordination.k8s.io/v1` Lease reconciles, every
-//! replica serves every session.
+//! See `reconcile`: only the holder of a `coordination.k8s.io/v1` Lease reconciles (and takes
+//! over sessions whose replica went away mid-start), every replica serves every session.
 
 pub mod resources;
 mod runtime;
@@ -83,6 +106,13 @@ pub struct KubeSettings {
     pub api_url: Option<String>,
     /// How long a pod may take from creation to OpenCode answering.
     pub ready_timeout: Duration,
+    /// How long a pod may be held up by what usually heals (`Unschedulable` while a node is
+    /// added, a failed image pull being retried) before its session fails with the reason
+    /// (never longer than `ready_timeout` in effect).
+    pub pending_grace: Duration,
+    /// `sizeLimit` of the emptyDir volumes by name (`workspace`, `home`, `tmp`); a volume
+    /// without an entry has no limit.
+    pub volume_size_limits: BTreeMap<String, String>,
     /// How often the Lease holder reconciles pods with sessions.
     pub reconcile_interval: Duration,
     /// `leaseDurationSeconds` of the reconciler Lease: how long a silent holder keeps it.
@@ -93,6 +123,30 @@ pub struct KubeSettings {
     pub retry_attempts: u32,
     /// First delay between attempts; doubles up to 2 s.
     pub retry_delay: Duration,
+    /// How long one Kubernetes API call (one attempt) may take before it counts as failed
+    /// and is retried: a half-open connection must not hang a provision or the reconciler.
+    /// (Watches are not bounded by it: they stay open for minutes by design.)
+    pub api_timeout: Duration,
+}
+
+/// Default `CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`.
+pub fn default_volume_size_limits() -> BTreeMap<String, String> {
+    [("workspace", "10Gi"), ("home", "2Gi"), ("tmp", "1Gi")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Whether `q` is a Kubernetes quantity such as `500Mi`, `10Gi`, `1.5G` or `1e9`.
+fn is_quantity(q: &str) -> bool {
+    let digits_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    let suffix_ok = matches!(suffix, "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E")
+        || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    number_ok && suffix_ok
 }
 
 /// Default `CAKE_DATA_PLANE_RESOURCES`.
@@ -116,11 +170,14 @@ impl KubeSettings {
             image_pull_secrets: Vec::new(),
             api_url: None,
             ready_timeout: Duration::from_secs(300),
+            pending_grace: Duration::from_secs(120),
+            volume_size_limits: default_volume_size_limits(),
             reconcile_interval: Duration::from_secs(60),
             lease_duration: Duration::from_secs(30),
             identity: None,
             retry_attempts: 5,
             retry_delay: Duration::from_millis(200),
+            api_timeout: Duration::from_secs(20),
         }
     }
 
@@ -163,6 +220,29 @@ impl KubeSettings {
         Ok(list)
     }
 
+    /// Parses `CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`: a JSON object from volume name
+    /// (`workspace`, `home`, `tmp`) to a quantity such as `"10Gi"`; a volume left out, or
+    /// given `null` or `""`, has no limit.
+    pub fn parse_volume_size_limits(raw: &str) -> Result<BTreeMap<String, String>, String> {
+        let v: serde_json::Map<String, Value> = serde_json::from_str(raw)
+            .map_err(|e| format!("must be a JSON object like {{\"workspace\": \"10Gi\"}}: {e}"))?;
+        let mut limits = BTreeMap::new();
+        for (name, q) in v {
+            if !resources::VOLUMES.iter().any(|(v, _)| *v == name) {
+                return Err(format!("unknown volume {name:?}; the volumes are workspace, home and tmp"));
+            }
+            match q {
+                Value::Null => {}
+                Value::String(s) if s.trim().is_empty() => {}
+                Value::String(s) if is_quantity(s.trim()) => {
+                    limits.insert(name, s.trim().to_owned());
+                }
+                other => return Err(format!("{name}: {other} is not a quantity such as \"10Gi\"")),
+            }
+        }
+        Ok(limits)
+    }
+
     /// Checks `CAKE_DATA_PLANE_IMAGE_PULL_POLICY`.
     pub fn parse_pull_policy(raw: &str) -> Result<String, String> {
         match raw {
@@ -188,5 +268,14 @@ mod tests {
         assert!(KubeSettings::parse_tolerations(r#"[1]"#).is_err());
         assert!(KubeSettings::parse_tolerations(r#"{"key":"k"}"#).is_err());
         assert!(KubeSettings::parse_pull_policy("Sometimes").is_err());
+        let limits = KubeSettings::parse_volume_size_limits(r#"{"workspace":"20Gi","home":"","tmp":null}"#).unwrap();
+        assert_eq!(limits, BTreeMap::from([("workspace".to_owned(), "20Gi".to_owned())]));
+        for ok in ["500Mi", "1.5G", "1e9", "2048", "10Ki"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in [r#"{"data":"1Gi"}"#, r#"{"workspace":"ten gigs"}"#, r#"{"workspace":10}"#, "[]", r#"{"tmp":"1GB"}"#]
+        {
+            assert!(KubeSettings::parse_volume_size_limits(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,9 +4,15 @@
 //! - A pod whose session no longer exists is deleted, with its Secret (a control plane that
 //!   died between deleting a session's row and its pod, or a pod created by a provision that
 //!   lost the race with a delete).
-//! - A pod of a `failed` session that still runs is deleted (it would only use resources).
+//! - A pod of a `failed` session that still runs but is not ready (pending, pulling, never
+//!   answered) is deleted: it would only hold resources. A ready one is kept with its
+//!   workspace until the session is deleted (see `SessionRuntime::stop`).
 //! - A `starting` or `ready` session whose pod is gone, or has ended, fails with a reason
 //!   (events the watcher missed, e.g. while no control plane ran).
+//! - A `provisioning`, `starting` or `deleting` session not updated for longer than the start
+//!   timeout plus [`STALL_MARGIN`] was being driven by a replica that is gone: it is reported
+//!   as [`RuntimeEvent::Stalled`], and the service of this replica starts it again (or
+//!   finishes deleting it).
 //!
 //! Pods are listed before *and* after the sessions are read: an orphan must be a pod that
 //! existed before its session was looked up (a session is stored before its pod is created),
@@ -24,15 +30,18 @@
 //! own clock (so clock skew between nodes does not matter), and every write is a `replace`
 //! carrying the `resourceVersion` it read (or a `create`): of two replicas racing, one gets
 //! `409 Conflict` and stays a follower. A replica that shuts down cleanly hands the Lease on
-//! by clearing its holder. Every replica serves every session regardless.
+//! by clearing its holder. Every lease call is bounded by the API timeout. A pass checks,
+//! before each delete and each failure it reports, that the lease was renewed less than two
+//! thirds of its duration ago, and stops otherwise (a slow pass must not act after another
+//! replica may have taken over). Every replica serves every session regardless.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cake_core::Result;
 use cake_core::ports::{RuntimeEvent, SessionRepository};
 use cake_core::session::{SessionId, Status};
-use cake_core::{CoreError, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -42,8 +51,13 @@ use kube::api::{ListParams, PostParams};
 use tokio::time::Instant;
 
 use super::resources::{MANAGED_BY, selector};
-use super::runtime::{Inner, session_of};
-use super::status::{PodView, assess, terminated};
+use super::runtime::{Inner, describe, session_of};
+use super::status::{DELETED_FROM_OUTSIDE, PodView, assess, terminated};
+
+/// How much longer than the start timeout a session may stay `provisioning`, `starting` or
+/// `deleting` before the replica driving it is presumed gone (a provision's API calls and
+/// their retries, the first prompt, and clock skew between the database and this replica).
+pub(crate) const STALL_MARGIN: Duration = Duration::from_secs(300);
 
 /// The Lease's name.
 pub(crate) fn lease_name(instance: &str) -> String {
@@ -162,29 +176,61 @@ pub(crate) async fn release(inner: &Inner) {
     }
 }
 
-/// Leads or follows for the life of the control plane; reconciles while leading.
+/// Leads or follows for the life of the control plane; reconciles while leading. Every
+/// replica does its housekeeping on every tick.
 pub(crate) async fn run(inner: Arc<Inner>, sessions: Arc<dyn SessionRepository>) {
     let interval = inner.settings.reconcile_interval;
     let tick = interval.min(inner.settings.lease_duration / 3).max(Duration::from_millis(100));
     let mut elector = Elector::default();
     let mut last: Option<Instant> = None;
     loop {
-        let leading = match elector.try_lead(&inner).await {
-            Ok(leading) => leading,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read or renew the reconciler lease");
+        // Before the request: the lease is ours for at most its duration from here.
+        let asked = Instant::now();
+        let leading = match tokio::time::timeout(inner.settings.api_timeout, elector.try_lead(&inner)).await {
+            Ok(Ok(leading)) => leading,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %describe(&e), "could not read or renew the reconciler lease");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the reconciler lease got no answer in time; following until it does");
                 false
             }
         };
+        inner.housekeeping();
         if !leading {
             last = None;
         } else if last.is_none_or(|t| t.elapsed() >= interval) {
-            if let Err(e) = reconcile_once(&inner, sessions.as_ref()).await {
+            let lease = Leadership::renewed_at(asked, lease_seconds(&inner));
+            if let Err(e) = reconcile_once(&inner, sessions.as_ref(), &lease).await {
                 tracing::warn!(error = %e, "reconciliation failed; trying again later");
             }
             last = Some(Instant::now());
         }
         tokio::time::sleep(tick).await;
+    }
+}
+
+/// `leaseDurationSeconds` as this replica writes it.
+fn lease_seconds(inner: &Inner) -> Duration {
+    Duration::from_secs(inner.settings.lease_duration.as_secs().max(1))
+}
+
+/// How long this replica may act as the Lease holder after a renewal.
+pub(crate) struct Leadership {
+    until: Instant,
+}
+
+impl Leadership {
+    /// Renewed by a request sent at `asked`: another replica may take over `lease` after the
+    /// renewal reached the API server; two thirds of it leave room for a slow answer.
+    pub(crate) fn renewed_at(asked: Instant, lease: Duration) -> Self {
+        Self { until: asked + lease * 2 / 3 }
+    }
+
+    /// Whether it is still safe to act as the holder.
+    pub(crate) fn held(&self) -> bool {
+        Instant::now() < self.until
     }
 }
 
@@ -194,20 +240,28 @@ async fn list_pods(inner: &Inner) -> Result<Vec<Pod>> {
     Ok(inner.retry("list data-plane pods", || pods.list(&params)).await?.items)
 }
 
-/// One reconciliation pass.
-pub(crate) async fn reconcile_once(inner: &Inner, sessions: &dyn SessionRepository) -> Result<()> {
+/// One reconciliation pass; stops early when `lease` may no longer be held.
+pub(crate) async fn reconcile_once(inner: &Inner, sessions: &dyn SessionRepository, lease: &Leadership) -> Result<()> {
+    let lost = || {
+        tracing::info!("the reconciler lease may have passed to another replica; this pass stops");
+        Ok(())
+    };
     let before = list_pods(inner).await?;
     let statuses: HashMap<SessionId, Status> = sessions.list_statuses().await?.into_iter().collect();
-    let mut problems: Vec<CoreError> = Vec::new();
+    let mut problems: Vec<cake_core::CoreError> = Vec::new();
     for pod in &before {
         let Some(id) = session_of(pod) else { continue };
+        let alive = !terminated(pod) && pod.metadata.deletion_timestamp.is_none();
         let reason = match statuses.get(&id) {
             None => "its session no longer exists",
-            Some(Status::Failed) if !terminated(pod) && pod.metadata.deletion_timestamp.is_none() => {
-                "its session has failed"
+            Some(Status::Failed) if alive && !matches!(assess(pod), PodView::Ready { .. }) => {
+                "its session has failed and it is not ready"
             }
             _ => continue,
         };
+        if !lease.held() {
+            return lost();
+        }
         tracing::info!(session.id = %id, reason, "reconciler deletes a data-plane pod");
         if let Err(e) = inner.delete_objects(&inner.namespace, id).await {
             problems.push(e);
@@ -220,12 +274,45 @@ pub(crate) async fn reconcile_once(inner: &Inner, sessions: &dyn SessionReposito
             continue;
         }
         let reason = match after.get(id).map(assess) {
-            None => "the data plane pod is gone (deleted from outside Cake)".to_owned(),
+            None => DELETED_FROM_OUTSIDE.to_owned(),
             Some(PodView::Failed(reason)) => reason,
             Some(_) => continue,
         };
+        if !lease.held() {
+            return lost();
+        }
         tracing::warn!(session.id = %id, %reason, "reconciler fails a session");
         inner.emit(RuntimeEvent::Failed { session_id: *id, reason });
+    }
+    let stall_after = inner.settings.ready_timeout.saturating_add(STALL_MARGIN);
+    let stall_after = time::Duration::seconds(i64::try_from(stall_after.as_secs()).unwrap_or(i64::MAX));
+    for (id, status) in &statuses {
+        if !matches!(status, Status::Provisioning | Status::Starting | Status::Deleting) {
+            continue;
+        }
+        let session = match sessions.get(*id).await {
+            Ok(Some(session)) => session,
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        let quiet = time::OffsetDateTime::now_utc() - session.updated_at;
+        if !matches!(session.status, Status::Provisioning | Status::Starting | Status::Deleting) || quiet < stall_after
+        {
+            continue;
+        }
+        if !lease.held() {
+            return lost();
+        }
+        tracing::warn!(
+            session.id = %id,
+            status = session.status.as_str(),
+            quiet_seconds = quiet.whole_seconds(),
+            "a session has not moved for longer than a start takes; the replica driving it is gone: taking it over"
+        );
+        inner.emit(RuntimeEvent::Stalled { session_id: *id });
     }
     inner.forget_except(&statuses.keys().copied().collect::<HashSet<_>>());
     match problems.into_iter().next() {

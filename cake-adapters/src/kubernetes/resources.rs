@@ -7,7 +7,9 @@
 //!   `/workspace` and the git config in `$HOME`), container `data-plane` running
 //!   `opencode serve --hostname 0.0.0.0 --port 4096` in `/workspace`; emptyDir volumes for the
 //!   workspace, `$HOME` (`/home/cake`, where OpenCode keeps its database and history) and
-//!   `/tmp`, so the root filesystem can be read-only; non-root (uid 1000), no privilege
+//!   `/tmp`, so the root filesystem can be read-only, each with a `sizeLimit`
+//!   (`CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`: a session that fills one is evicted with a reason
+//!   saying which, instead of filling the node's disk); non-root (uid 1000), no privilege
 //!   escalation, every capability dropped, seccomp `RuntimeDefault`, no service-account token,
 //!   restart policy `Never`, a TCP readiness probe on 4096 (OpenCode asks for a password on
 //!   every HTTP route, so an HTTP probe would need it);
@@ -39,6 +41,12 @@ pub const FIELD_MANAGER: &str = "cake-control-plane";
 pub const HOME: &str = "/home/cake";
 /// The project directory (an emptyDir shared with the init container).
 pub const WORKSPACE: &str = "/workspace";
+/// The container running OpenCode.
+pub const DATA_PLANE_CONTAINER: &str = "data-plane";
+/// The init container preparing the workspace.
+pub const INIT_CONTAINER: &str = "data-plane-init";
+/// The emptyDir volumes of a session pod and where they are mounted.
+pub const VOLUMES: [(&str, &str); 3] = [("workspace", WORKSPACE), ("home", HOME), ("tmp", "/tmp")];
 /// Secret key of the OpenCode password.
 pub const PASSWORD_KEY: &str = "OPENCODE_SERVER_PASSWORD";
 /// Secret key of the OpenCode config.
@@ -107,11 +115,18 @@ fn container_security_context() -> Value {
 }
 
 fn mounts() -> Value {
-    json!([
-        {"name": "workspace", "mountPath": WORKSPACE},
-        {"name": "home", "mountPath": HOME},
-        {"name": "tmp", "mountPath": "/tmp"}
-    ])
+    VOLUMES.iter().map(|(name, path)| json!({"name": name, "mountPath": path})).collect()
+}
+
+/// The emptyDir volumes, each with its size limit when one is set.
+fn volumes(settings: &KubeSettings) -> Value {
+    VOLUMES
+        .iter()
+        .map(|(name, _)| match settings.volume_size_limits.get(*name) {
+            Some(limit) => json!({"name": name, "emptyDir": {"sizeLimit": limit}}),
+            None => json!({"name": name, "emptyDir": {}}),
+        })
+        .collect()
 }
 
 /// The Pod of one session (the server-side apply body).
@@ -137,7 +152,7 @@ pub fn pod(settings: &KubeSettings, namespace: &str, spec: &RuntimeSpec) -> Valu
             "seccompProfile": {"type": "RuntimeDefault"}
         },
         "initContainers": [{
-            "name": "data-plane-init",
+            "name": INIT_CONTAINER,
             "image": settings.init_image,
             "imagePullPolicy": settings.image_pull_policy,
             "env": [
@@ -151,7 +166,7 @@ pub fn pod(settings: &KubeSettings, namespace: &str, spec: &RuntimeSpec) -> Valu
             "securityContext": container_security_context()
         }],
         "containers": [{
-            "name": "data-plane",
+            "name": DATA_PLANE_CONTAINER,
             "image": settings.image,
             "imagePullPolicy": settings.image_pull_policy,
             "command": ["opencode", "serve", "--hostname", "0.0.0.0", "--port", OPENCODE_PORT.to_string()],
@@ -169,11 +184,7 @@ pub fn pod(settings: &KubeSettings, namespace: &str, spec: &RuntimeSpec) -> Valu
             "resources": resources,
             "securityContext": container_security_context()
         }],
-        "volumes": [
-            {"name": "workspace", "emptyDir": {}},
-            {"name": "home", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}}
-        ]
+        "volumes": volumes(settings)
     });
     if let Some(sa) = &settings.service_account {
         pod_spec["serviceAccountName"] = json!(sa);

@@ -52,6 +52,15 @@ pub enum RuntimeEvent {
         /// A reason a person understands.
         reason: String,
     },
+    /// A session has been `provisioning`, `starting` or `deleting` for longer than any start
+    /// or deletion takes: the control-plane replica driving it is gone. Only runtimes whose
+    /// sessions outlive a control plane ([`SessionRuntime::survives_restart`]) send it, from
+    /// the one replica elected to (the Kubernetes runtime: the Lease holder); the service
+    /// then starts the session again, or finishes deleting it.
+    Stalled {
+        /// Whose.
+        session_id: SessionId,
+    },
 }
 
 /// Runs data planes: one isolated OpenCode server per session (a local child process, a
@@ -66,8 +75,11 @@ pub trait SessionRuntime: Send + Sync {
     async fn wait_ready(&self, handle: &serde_json::Value) -> Result<Endpoint>;
     /// How to reach a running runtime, or `None` if it is not running.
     async fn endpoint(&self, handle: &serde_json::Value) -> Result<Option<Endpoint>>;
-    /// Stops the runtime but keeps its data (a failed session can be inspected or brought
-    /// back). Idempotent.
+    /// Called after a session failed, for any reason (the runtime's own failure, a lost
+    /// connection to OpenCode, a step of the start that failed): stops what is of no further
+    /// use but keeps the session's data (a failed session can be inspected or brought back).
+    /// A runtime whose data lives only as long as the runtime (a pod's emptyDir) keeps a
+    /// runtime that is still healthy. Idempotent.
     async fn stop(&self, session_id: SessionId) -> Result<()>;
     /// Stops the runtime and removes everything it owns. Idempotent.
     async fn teardown(&self, session_id: SessionId, handle: Option<serde_json::Value>) -> Result<()>;
@@ -75,4 +87,12 @@ pub trait SessionRuntime: Send + Sync {
     fn events(&self) -> BoxStream<'static, RuntimeEvent>;
     /// Whether the runtime backend answers (for `/readyz`).
     async fn health(&self) -> Result<()>;
+    /// Whether runtimes keep running when the control plane stops, and are served by any
+    /// control-plane replica (Kubernetes pods), rather than ending with the process that
+    /// started them (local child processes). A control plane that starts then leaves such
+    /// sessions as they are — another replica may be serving or starting them — instead of
+    /// provisioning them again.
+    fn survives_restart(&self) -> bool {
+        false
+    }
 }

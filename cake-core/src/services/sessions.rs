@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt;
@@ -61,10 +62,18 @@ struct Live {
     opencode_session: String,
 }
 
+/// A running relay of one session's upstream events (see [`SessionService::pump`]).
+struct Relay {
+    /// Tells this relay from a later one of the same session.
+    generation: u64,
+    handle: AbortHandle,
+}
+
 struct Inner {
     deps: SessionDeps,
     live: Mutex<HashMap<SessionId, Live>>,
-    pumps: Mutex<HashMap<SessionId, AbortHandle>>,
+    pumps: Mutex<HashMap<SessionId, Relay>>,
+    generations: AtomicU64,
 }
 
 /// The session use cases of DESIGN.md: create, list, get, update, delete, prompt, abort,
@@ -102,7 +111,14 @@ fn not_ready(session: &Session) -> CoreError {
 impl SessionService {
     /// Wires the service.
     pub fn new(deps: SessionDeps) -> Self {
-        Self { inner: Arc::new(Inner { deps, live: Mutex::new(HashMap::new()), pumps: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                live: Mutex::new(HashMap::new()),
+                pumps: Mutex::new(HashMap::new()),
+                generations: AtomicU64::new(0),
+            }),
+        }
     }
 
     fn deps(&self) -> &SessionDeps {
@@ -227,22 +243,75 @@ impl SessionService {
         Ok(())
     }
 
+    /// How to reach a ready session's OpenCode; makes sure this replica relays its events.
     async fn live(&self, session: &Session) -> Result<Live> {
         if session.status != Status::Ready {
             return Err(not_ready(session));
         }
-        if let Some(live) = lock(&self.inner.live).get(&session.id).cloned() {
-            return Ok(live);
-        }
-        // Another replica made it ready: look the runtime up.
-        let state = self.deps().sessions.runtime_state(session.id).await?.unwrap_or_default();
-        let (Some(handle), Some(oc)) = (state.handle, state.opencode_session_id) else {
-            return Err(not_ready(session));
+        let cached = lock(&self.inner.live).get(&session.id).cloned();
+        let live = match cached {
+            Some(live) => live,
+            None => {
+                // Another replica made it ready, or this one restarted: look the runtime up.
+                let state = self.deps().sessions.runtime_state(session.id).await?.unwrap_or_default();
+                let (Some(handle), Some(oc)) = (state.handle, state.opencode_session_id) else {
+                    return Err(not_ready(session));
+                };
+                let endpoint = self.deps().runtime.endpoint(&handle).await?.ok_or_else(|| not_ready(session))?;
+                let live = Live { endpoint, opencode_session: oc };
+                lock(&self.inner.live).insert(session.id, live.clone());
+                live
+            }
         };
-        let endpoint = self.deps().runtime.endpoint(&handle).await?.ok_or_else(|| not_ready(session))?;
-        let live = Live { endpoint, opencode_session: oc };
-        lock(&self.inner.live).insert(session.id, live.clone());
+        self.ensure_relay(session);
         Ok(live)
+    }
+
+    /// Starts relaying a ready session's upstream events on this replica unless it already
+    /// does. The session may have been made ready by another replica, or by this one before
+    /// it restarted: its observers here get OpenCode's events only from a relay here (the
+    /// event hub is per process), and its activity stays current. Runs in the background;
+    /// a runtime that cannot be reached now is tried again by the next observer or request.
+    fn ensure_relay(&self, session: &Session) {
+        if session.status != Status::Ready {
+            return;
+        }
+        let id = session.id;
+        let (handle, registration) = AbortHandle::new_pair();
+        let generation = {
+            let mut pumps = lock(&self.inner.pumps);
+            if pumps.contains_key(&id) {
+                return;
+            }
+            let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+            pumps.insert(id, Relay { generation, handle });
+            generation
+        };
+        let this = self.clone();
+        let session = session.clone();
+        let task = Abortable::new(
+            async move {
+                // Not reachable now (not ready here yet, a pod still starting): the next
+                // observer or request tries again.
+                if let Ok(live) = this.live(&session).await {
+                    let upstream = this.deps().data_plane.subscribe(live.endpoint.clone());
+                    this.pump(id, live, upstream).await;
+                }
+                this.relay_ended(id, generation);
+            },
+            registration,
+        );
+        self.deps().spawner.spawn(Box::pin(async move {
+            let _ = task.await;
+        }));
+    }
+
+    /// Forgets a relay that ended by itself (not a later one of the same session).
+    fn relay_ended(&self, id: SessionId, generation: u64) {
+        let mut pumps = lock(&self.inner.pumps);
+        if pumps.get(&id).is_some_and(|r| r.generation == generation) {
+            pumps.remove(&id);
+        }
     }
 
     /// Sends a prompt (owner only); the answer arrives as events.
@@ -291,6 +360,7 @@ impl SessionService {
     ) -> Result<(Session, Subscription)> {
         let session = self.authorize(actor, id, Action::View).await?;
         let mut sub = self.deps().hub.subscribe(id, last_event_id);
+        self.ensure_relay(&session);
         let actor = actor.copied();
         // The stream ends for anyone who loses access while watching (made private).
         sub.live = sub.live.take_while(move |f| futures::future::ready(still_visible(actor.as_ref(), f))).boxed();
@@ -332,8 +402,8 @@ impl SessionService {
 
     fn forget(&self, id: SessionId) {
         lock(&self.inner.live).remove(&id);
-        if let Some(handle) = lock(&self.inner.pumps).remove(&id) {
-            handle.abort();
+        if let Some(relay) = lock(&self.inner.pumps).remove(&id) {
+            relay.handle.abort();
         }
     }
 
@@ -398,14 +468,21 @@ impl SessionService {
     /// a session deleted meanwhile has its new runtime torn down.
     pub async fn start(&self, id: SessionId) {
         if let Err(e) = self.try_start(id).await {
-            let gone = match self.deps().sessions.get(id).await {
+            let current = self.deps().sessions.get(id).await;
+            let gone = match &current {
                 Ok(Some(s)) => s.status == Status::Deleting,
                 Ok(None) => true,
                 Err(_) => false,
             };
+            // Another replica brought the session up meanwhile (it took over a start it
+            // presumed abandoned): this start lost the race and changes nothing.
+            let overtaken = matches!(e, CoreError::Conflict { code: "invalid_state", .. })
+                && matches!(&current, Ok(Some(s)) if s.status == Status::Ready);
             if gone {
                 self.forget(id);
                 let _ = self.deps().runtime.teardown(id, None).await;
+            } else if overtaken {
+                // Nothing to undo: its relay and runtime are the other replica's.
             } else {
                 self.mark_failed(id, &format!("could not start the session's runtime: {}", describe(&e))).await;
             }
@@ -471,8 +548,8 @@ impl SessionService {
             },
         )
         .await?;
-        lock(&self.inner.live).insert(id, live.clone());
         self.spawn_pump(id, live.clone(), upstream);
+        lock(&self.inner.live).insert(id, live.clone());
         if let Some(prompt) = state.pending_prompt {
             self.deps().data_plane.prompt(&live.endpoint, &opencode_session, &prompt).await?;
             self.update_current(id, |_| Ok(()), SessionUpdate { pending_prompt: Some(None), ..Default::default() })
@@ -483,11 +560,18 @@ impl SessionService {
 
     fn spawn_pump(&self, id: SessionId, live: Live, upstream: BoxStream<'static, UpstreamEvent>) {
         let (handle, registration) = AbortHandle::new_pair();
-        if let Some(old) = lock(&self.inner.pumps).insert(id, handle) {
-            old.abort();
+        let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = lock(&self.inner.pumps).insert(id, Relay { generation, handle }) {
+            old.handle.abort();
         }
         let this = self.clone();
-        let task = Abortable::new(async move { this.pump(id, live, upstream).await }, registration);
+        let task = Abortable::new(
+            async move {
+                this.pump(id, live, upstream).await;
+                this.relay_ended(id, generation);
+            },
+            registration,
+        );
         self.deps().spawner.spawn(Box::pin(async move {
             let _ = task.await;
         }));
@@ -576,8 +660,12 @@ impl SessionService {
         if let Ok(session) = failed {
             self.publish_status(&session);
             // A hung runtime must not keep running behind a failed session; its data stays.
-            // Best effort: a runtime that cannot be stopped reports that itself.
-            let _ = self.deps().runtime.stop(id).await;
+            // Best effort: a runtime that cannot be stopped reports that itself. In the
+            // background: a slow runtime backend must not hold up the next runtime event.
+            let runtime = self.deps().runtime.clone();
+            self.deps().spawner.spawn(Box::pin(async move {
+                let _ = runtime.stop(id).await;
+            }));
         }
     }
 
@@ -589,6 +677,7 @@ impl SessionService {
             match event {
                 RuntimeEvent::Failed { session_id, reason } => self.mark_failed(session_id, &reason).await,
                 RuntimeEvent::Progress { session_id, detail } => self.record_progress(session_id, detail).await,
+                RuntimeEvent::Stalled { session_id } => self.take_over(session_id).await,
             }
         }
     }
@@ -616,16 +705,70 @@ impl SessionService {
         }
     }
 
-    /// Brings sessions back after the control plane starts: live ones are provisioned again
-    /// on their previous runtime (work dir and OpenCode history intact), half-deleted ones are
-    /// finished. Returns how many sessions were resumed.
+    /// Takes over a session whose driving replica is gone ([`RuntimeEvent::Stalled`]): one
+    /// on its way to ready is started again (its runtime is reused when it still runs), one
+    /// being deleted is deleted. The claim is a versioned update, so of two replicas only one
+    /// starts it, and it moves `updatedAt`, so it is not reported again for a while.
+    async fn take_over(&self, id: SessionId) {
+        let Ok(Some(session)) = self.deps().sessions.get(id).await else { return };
+        match session.status {
+            Status::Deleting => {
+                // A failure is tried again on the next report (the session stays `deleting`).
+                let _ = self.tear_down(session).await;
+            }
+            Status::Provisioning | Status::Starting => {
+                let update = SessionUpdate {
+                    status: Some(Status::Provisioning),
+                    status_reason: Some(Some(
+                        "the control plane replica that was starting the session went away; starting it again".into(),
+                    )),
+                    ..Default::default()
+                };
+                let claimed = self
+                    .update_from(
+                        Some(session),
+                        id,
+                        |s| match s.status {
+                            Status::Provisioning | Status::Starting => Ok(()),
+                            _ => Err(CoreError::Conflict { code: "unchanged", message: String::new() }),
+                        },
+                        update,
+                    )
+                    .await;
+                if let Ok(session) = claimed {
+                    self.publish_status(&session);
+                    self.spawn_start(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Brings sessions back after the control plane starts; half-deleted ones are finished.
+    ///
+    /// With a runtime whose sessions end with the process ([`SessionRuntime::survives_restart`]
+    /// false: the local one), live sessions are provisioned again on their previous runtime
+    /// (work dir and OpenCode history intact). With one whose sessions outlive it
+    /// (Kubernetes), nothing is restarted — another replica may be serving or starting them
+    /// right now: ready sessions are adopted as they are (this replica relays their events),
+    /// and sessions on their way are left to their replica, or taken over by the elected one
+    /// if it is gone ([`RuntimeEvent::Stalled`]). Returns how many sessions were resumed or
+    /// adopted.
     pub async fn recover(&self) -> Result<usize> {
+        let survives = self.deps().runtime.survives_restart();
         let mut resumed = 0;
         for id in self.deps().sessions.list_unsettled().await? {
             let Some(session) = self.deps().sessions.get(id).await? else { continue };
             if session.status == Status::Deleting {
                 if let Err(e) = self.tear_down(session).await {
                     self.mark_failed(id, &format!("could not finish deleting: {}", describe(&e))).await;
+                }
+                continue;
+            }
+            if survives {
+                if session.status == Status::Ready {
+                    self.ensure_relay(&session);
+                    resumed += 1;
                 }
                 continue;
             }
@@ -646,8 +789,8 @@ impl SessionService {
 
     /// Stops relaying for every session (the runtime's own shutdown stops the processes).
     pub fn shutdown(&self) {
-        for (_, handle) in lock(&self.inner.pumps).drain() {
-            handle.abort();
+        for (_, relay) in lock(&self.inner.pumps).drain() {
+            relay.handle.abort();
         }
         lock(&self.inner.live).clear();
     }

@@ -300,11 +300,16 @@ fn a_runtime_that_never_gets_ready_fails_the_session_with_its_reason() {
     m.data_plane.expect_create_session().times(0);
     m.data_plane.expect_prompt().times(0);
     m.runtime.expect_stop().with(eq(SID)).times(1).returning(|_| Ok(()));
-    let svc = m.build(Collect::default());
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
     run(svc.start(SID));
     let s = stored.lock().unwrap().clone();
     assert_eq!(s.status, Status::Failed);
     assert!(s.status_reason.unwrap().contains("status 1"));
+    // The runtime is stopped in the background.
+    for t in spawner.take() {
+        run(t);
+    }
 }
 
 #[test]
@@ -316,10 +321,13 @@ fn runtime_failures_mark_live_sessions_failed() {
         futures::stream::iter([RuntimeEvent::Failed { session_id: SID, reason: "killed by signal 9".into() }]).boxed()
     });
     m.runtime.expect_stop().times(1).returning(|_| Ok(()));
-    let svc = m.build(Collect::default());
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
     run(svc.watch_runtime());
     let s = stored.lock().unwrap().clone();
     assert_eq!((s.status, s.status_reason.as_deref()), (Status::Failed, Some("killed by signal 9")));
+    // Stopping runs on its own task: a slow runtime backend does not hold up the next event.
+    assert_eq!(spawner.take().into_iter().map(run).count(), 1);
 }
 
 #[test]
@@ -345,6 +353,141 @@ fn runtime_progress_shows_as_the_reason_while_starting_only() {
     stored.lock().unwrap().status = Status::Ready;
     stored.lock().unwrap().status_reason = None;
     run(svc.watch_runtime());
+    let s = stored.lock().unwrap().clone();
+    assert_eq!((s.status, s.status_reason), (Status::Ready, None));
+}
+
+fn ready_state() -> RuntimeState {
+    RuntimeState { handle: Some(json!({"h": 1})), opencode_session_id: Some("ses_1".into()), ..Default::default() }
+}
+
+#[test]
+fn a_control_plane_starting_beside_surviving_runtimes_restarts_nothing_and_relays_ready_sessions() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, ready_state());
+    stored.lock().unwrap().status = Status::Ready;
+    m.repo.expect_list_unsettled().returning(|| Ok(vec![SID]));
+    m.runtime.expect_survives_restart().return_const(true);
+    // Nothing is provisioned again and the status is not touched: another replica may be
+    // serving the session right now.
+    m.runtime.expect_provision().times(0);
+    m.runtime.expect_stop().times(0);
+    m.runtime.expect_endpoint().times(1).returning(|_| Ok(Some(endpoint())));
+    m.data_plane.expect_subscribe().times(1).returning(|_| futures::stream::iter([UpstreamEvent::Connected]).boxed());
+    m.data_plane.expect_activity().returning(|_, _| Ok(Activity::Idle));
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    assert_eq!(run(svc.recover()).unwrap(), 1);
+    let tasks = spawner.take();
+    assert_eq!(tasks.len(), 1, "one relay of the ready session's events");
+    for t in tasks {
+        run(t);
+    }
+    let s = stored.lock().unwrap().clone();
+    assert_eq!((s.status, s.version), (Status::Ready, 1), "no update at all");
+}
+
+#[test]
+fn a_control_plane_starting_beside_surviving_runtimes_leaves_starting_sessions_to_their_replica() {
+    for status in [Status::Provisioning, Status::Starting] {
+        let mut m = Mocks::new(true);
+        let stored = stateful_repo(&mut m, RuntimeState { handle: Some(json!({"h": 1})), ..Default::default() });
+        stored.lock().unwrap().status = status;
+        m.repo.expect_list_unsettled().returning(|| Ok(vec![SID]));
+        m.runtime.expect_survives_restart().return_const(true);
+        m.runtime.expect_provision().times(0);
+        let spawner = Collect::default();
+        let svc = m.build(spawner.clone());
+        assert_eq!(run(svc.recover()).unwrap(), 0);
+        assert!(spawner.take().is_empty(), "no second start of a {status:?} session");
+        assert_eq!(stored.lock().unwrap().version, 1);
+    }
+}
+
+#[test]
+fn a_control_plane_restarting_with_a_local_runtime_brings_live_sessions_back() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, ready_state());
+    stored.lock().unwrap().status = Status::Ready;
+    m.repo.expect_list_unsettled().returning(|| Ok(vec![SID]));
+    m.runtime.expect_survives_restart().return_const(false);
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    assert_eq!(run(svc.recover()).unwrap(), 1);
+    let s = stored.lock().unwrap().clone();
+    assert_eq!(s.status, Status::Provisioning, "its process died with the control plane: provisioned again");
+    assert_eq!(spawner.take().len(), 1, "a start");
+}
+
+#[test]
+fn a_stalled_session_is_started_again_and_a_ready_one_left_alone() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState { handle: Some(json!({"h": 1})), ..Default::default() });
+    stored.lock().unwrap().status = Status::Starting;
+    m.runtime.expect_events().returning(|| futures::stream::iter([RuntimeEvent::Stalled { session_id: SID }]).boxed());
+    m.runtime.expect_provision().times(0);
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    run(svc.watch_runtime());
+    let s = stored.lock().unwrap().clone();
+    assert_eq!(s.status, Status::Provisioning);
+    assert!(s.status_reason.unwrap().contains("went away; starting it again"));
+    assert_eq!(spawner.take().len(), 1, "the start runs in the background");
+
+    // A report about a session that got ready meanwhile changes nothing.
+    stored.lock().unwrap().status = Status::Ready;
+    let version = stored.lock().unwrap().version;
+    run(svc.watch_runtime());
+    assert_eq!(stored.lock().unwrap().version, version);
+    assert!(spawner.take().is_empty());
+}
+
+#[test]
+fn an_observer_on_a_replica_that_did_not_start_the_session_gets_its_events_relayed_once() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, ready_state());
+    stored.lock().unwrap().status = Status::Ready;
+    m.hub.expect_subscribe().returning(|_, _| Subscription {
+        backlog: Vec::new(),
+        last_id: 0,
+        live: futures::stream::empty().boxed(),
+    });
+    m.runtime.expect_endpoint().times(1).returning(|_| Ok(Some(endpoint())));
+    let event = json!({"type": "message.part.delta", "properties": {"sessionID": "ses_1", "delta": "hi"}});
+    let upstream = [UpstreamEvent::Connected, UpstreamEvent::Event(event)];
+    m.data_plane.expect_subscribe().times(1).returning(move |_| futures::stream::iter(upstream.clone()).boxed());
+    m.data_plane.expect_activity().returning(|_, _| Ok(Activity::Idle));
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    let owner = actor(OWNER);
+    run(svc.observe(Some(&owner), SID, None)).unwrap();
+    run(svc.observe(Some(&owner), SID, None)).unwrap();
+    let tasks = spawner.take();
+    assert_eq!(tasks.len(), 1, "two observers, one relay");
+    for t in tasks {
+        run(t);
+    }
+}
+
+#[test]
+fn a_start_overtaken_by_another_replica_fails_nothing() {
+    let mut m = Mocks::new(true);
+    let stored = stateful_repo(&mut m, RuntimeState::default());
+    m.runtime.expect_provision().returning(|_| Ok(json!({"h": 1})));
+    let other_replica = stored.clone();
+    m.runtime.expect_wait_ready().returning(move |_| {
+        // Meanwhile the replica that took the start over made the session ready.
+        let mut s = other_replica.lock().unwrap();
+        s.status = Status::Ready;
+        s.version += 1;
+        Ok(endpoint())
+    });
+    m.data_plane.expect_subscribe().returning(|_| futures::stream::iter([UpstreamEvent::Connected]).boxed());
+    m.data_plane.expect_create_session().returning(|_, _| Ok("ses_2".into()));
+    m.data_plane.expect_activity().returning(|_, _| Ok(Activity::Idle));
+    m.runtime.expect_stop().times(0);
+    let svc = m.build(Collect::default());
+    run(svc.start(SID));
     let s = stored.lock().unwrap().clone();
     assert_eq!((s.status, s.status_reason), (Status::Ready, None));
 }

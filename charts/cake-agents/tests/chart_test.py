@@ -55,7 +55,7 @@ ALWAYS_ENV = [
     "CAKE_INSTANCE", "CAKE_SESSION_NAMESPACE", "CAKE_DATA_PLANE_IMAGE", "CAKE_DATA_PLANE_INIT_IMAGE",
     "CAKE_DATA_PLANE_IMAGE_PULL_POLICY", "CAKE_DATA_PLANE_SERVICE_ACCOUNT", "CAKE_DATA_PLANE_RESOURCES",
     "CAKE_DATA_PLANE_NODE_SELECTOR", "CAKE_DATA_PLANE_TOLERATIONS", "CAKE_DATA_PLANE_IMAGE_PULL_SECRETS",
-    "BETTER_AUTH_SECRET", "CAKE_EMAIL_AND_PASSWORD_ENABLED", "CAKE_HEADER_AUTH_ENABLED",
+    "CAKE_DATA_PLANE_PENDING_GRACE", "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS", "BETTER_AUTH_SECRET", "CAKE_EMAIL_AND_PASSWORD_ENABLED", "CAKE_HEADER_AUTH_ENABLED",
     "CAKE_OIDC_ENABLED", "CAKE_S3_ENABLED", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
 ]
 HEADER_AUTH_ENV = [
@@ -474,11 +474,11 @@ def matrix_cases(name):
     @case(f"{name}: NetworkPolicy isolates data-plane pods")
     def _netpol():
         docs = docs_of(name)
-        pols = find_all(docs, "NetworkPolicy")
+        pols = find_all(docs, "NetworkPolicy", f"{fullname_of(name)}-data-plane")
         if name == "everything":
             eq(pols, [], "NetworkPolicy with networkPolicy.enabled=false")
             return
-        pol = find(docs, "NetworkPolicy")
+        pol = find(docs, "NetworkPolicy", f"{fullname_of(name)}-data-plane")
         eq(pol["metadata"]["namespace"], session_ns_of(name), "NetworkPolicy namespace")
         spec = pol["spec"]
         eq(spec["podSelector"], {"matchLabels": {
@@ -654,8 +654,9 @@ def _():
     eq(ns["metadata"]["labels"].get("pod-security.kubernetes.io/enforce"), "restricted", "namespace label")
     in_sessions = sorted((d["kind"], d["metadata"]["name"]) for d in docs
                          if d["metadata"].get("namespace") == "cake-agents-sessions")
-    eq(in_sessions, [("NetworkPolicy", "cake-agents-data-plane"), ("Role", "cake-agents-sessions"),
-                     ("RoleBinding", "cake-agents-sessions"), ("ServiceAccount", "cake-agents-data-plane")],
+    eq(in_sessions, [("NetworkPolicy", "cake-agents-data-plane"), ("NetworkPolicy", "cake-agents-data-plane-egress"),
+                     ("Role", "cake-agents-sessions"), ("RoleBinding", "cake-agents-sessions"),
+                     ("ServiceAccount", "cake-agents-data-plane")],
        "resources in the session namespace")
     dep, _ = control_plane(docs)
     eq(dep["metadata"]["namespace"], NAMESPACE, "Deployment namespace")
@@ -670,6 +671,53 @@ def _():
     eq(json.loads(env_value(env, "CAKE_DATA_PLANE_TOLERATIONS")),
        [{"key": "dedicated", "operator": "Equal", "value": "sessions", "effect": "NoSchedule"}], "tolerations")
     eq(env_value(env, "CAKE_DATA_PLANE_IMAGE_PULL_SECRETS"), "regcred,mirror", "pull secrets")
+    eq(env_value(env, "CAKE_DATA_PLANE_PENDING_GRACE"), "300", "pending grace")
+    eq(json.loads(env_value(env, "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS")),
+       {"workspace": "50Gi", "home": "2Gi", "tmp": ""}, "volume size limits")
+
+
+@case("defaults: data-plane pending grace and emptyDir size limits; no egress policy")
+def _():
+    docs = docs_of("defaults")
+    env = env_of(docs)
+    eq(env_value(env, "CAKE_DATA_PLANE_PENDING_GRACE"), "120", "pending grace")
+    eq(json.loads(env_value(env, "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS")),
+       {"workspace": "10Gi", "home": "2Gi", "tmp": "1Gi"}, "volume size limits")
+    eq(find_all(docs, "NetworkPolicy", "cake-agents-data-plane-egress"), [], "egress policy (off by default)")
+
+
+@case("session-namespace: egress NetworkPolicy (DNS, internet but metadata and cluster CIDRs, extra rules)")
+def _():
+    pol = find(docs_of("session-namespace"), "NetworkPolicy", "cake-agents-data-plane-egress")
+    eq(pol["metadata"]["namespace"], "cake-agents-sessions", "egress policy namespace")
+    spec = pol["spec"]
+    eq(spec["podSelector"], {"matchLabels": {
+        "app.kubernetes.io/name": "cake-agents", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "data-plane"}}, "podSelector")
+    eq(spec["policyTypes"], ["Egress"], "policyTypes")
+    eq(spec["egress"], [
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}},
+                {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128", "fd00:10::/64"]}}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "litellm"}}}],
+         "ports": [{"protocol": "TCP", "port": 4000}]},
+    ], "egress rules")
+    # Only the egress policy is rendered when the ingress one is off.
+    docs = render(sets=["networkPolicy.enabled=false", "networkPolicy.egress.enabled=true"],
+                  set_json=["networkPolicy.egress.blockedCidrs=[]"])
+    eq([p["metadata"]["name"] for p in find_all(docs, "NetworkPolicy")], ["cake-agents-data-plane-egress"], "policies")
+    eq(find(docs, "NetworkPolicy")["spec"]["egress"][1], {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}},
+                                                                 {"ipBlock": {"cidr": "::/0"}}]}, "no except")
+
+
+@case("defaults: one replica, Recreate (one control plane at a time); everything: RollingUpdate as set")
+def _():
+    dep, _ = control_plane(docs_of("defaults"))
+    eq(dep["spec"]["replicas"], 1, "replicas")
+    eq(dep["spec"]["strategy"], {"type": "Recreate"}, "strategy")
+    dep, _ = control_plane(docs_of("everything"))
+    eq(dep["spec"]["strategy"], {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+       "strategy")
 
 
 @case("session-namespace: sessionNamespace.name without create renders no Namespace")
@@ -982,7 +1030,10 @@ def _():
 @case("rejected: malformed values (pathPrefix, pull policy, existingSecretEnv name, short betterAuth value)")
 def _():
     for bad in (["pathPrefix=agents"], ["pathPrefix=/agents/"], ["dataPlane.image.pullPolicy=Sometimes"],
-                ["betterAuth.secret.value=short"], ["headerAuth.trustedProxies[0]=not a cidr"]):
+                ["betterAuth.secret.value=short"], ["headerAuth.trustedProxies[0]=not a cidr"],
+                ["dataPlane.volumeSizeLimits.workspace=lots"], ["dataPlane.volumeSizeLimits.data=1Gi"],
+                ["dataPlane.pendingGraceSeconds=-1"], ["networkPolicy.egress.clusterCidrs[0]=10.0.0.0"],
+                ["controlPlane.deployment.strategy.type=BlueGreen"]):
         r = helm_template(sets=bad)
         check(r.returncode != 0, f"--set {bad} was accepted")
     r = helm_template(set_json=['externalDatabase.existingSecretEnv={"PGHOST":"h","MYSQL_HOST":"x"}'],
@@ -1090,7 +1141,8 @@ def _():
     check(not missing, f"values missing from README's table: {missing}")
     stale = sorted(p for p in documented if p not in defaults)
     check(not stale, f"README documents values that do not exist: {stale}")
-    for section in ("Database", "Header auth", "OIDC", "Session namespace", "Istio", "Ingress", "Secrets"):
+    for section in ("Database", "Header auth", "OIDC", "Session namespace", "Istio", "Ingress", "Secrets",
+                    "Replicas and upgrades", "Session egress"):
         check(re.search(rf"^#+ .*{section}", readme, re.M | re.I), f"no section on {section}")
 
 
@@ -1160,6 +1212,13 @@ def _():
                  "creating a session produces a data-plane pod in namespace \"cake-agents\"",
                  "app.kubernetes.io/component=data-plane,app.kubernetes.io/instance=cake-agents"):
         check(line in text, f"NOTES lack {line!r}")
+
+
+@case("NOTES.txt: several replicas are warned about; one is not")
+def _():
+    check("replicas" not in notes().lower(), "a warning about replicas with one replica")
+    text = notes(sets=["controlPlane.deployment.replicas=2"])
+    check("event stream" in text and "replicas: 1" in text, f"no warning about 2 replicas: {text[-800:]}")
 
 
 @case("NOTES.txt: with Istio and a session namespace it points at the URL and that namespace")
