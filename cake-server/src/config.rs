@@ -17,6 +17,26 @@ pub enum RuntimeKind {
     Kubernetes,
 }
 
+impl RuntimeKind {
+    /// `Kubernetes` when this process runs in a Kubernetes pod, else `Local`.
+    pub fn detect() -> Self {
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty()) {
+            Self::Kubernetes
+        } else {
+            Self::Local
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local",
+            Self::Kubernetes => "kubernetes",
+        })
+    }
+}
+
 /// `cake serve` settings.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -56,8 +76,9 @@ pub struct Config {
     #[arg(long, env = "CAKE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
-    /// Where data planes run.
-    #[arg(long, env = "CAKE_RUNTIME", value_enum, default_value = "local")]
+    /// Where data planes run. Default: kubernetes inside a Kubernetes pod (KUBERNETES_SERVICE_HOST
+    /// is set), else local.
+    #[arg(long, env = "CAKE_RUNTIME", value_enum, default_value_t = RuntimeKind::detect())]
     pub runtime: RuntimeKind,
 
     /// The OpenCode binary the local runtime starts (default: the copy script/setup installs
