@@ -340,11 +340,6 @@ pub struct OidcArgs {
 }
 
 impl Config {
-    /// The public URL, defaulting to `http://<listen>`.
-    pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
-    }
-
     /// A configuration for tests and embedding: port 0 on loopback, everything else default.
     pub fn for_data_dir(data_dir: PathBuf) -> Self {
         use clap::Parser;

@@ -36,7 +36,6 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> std::process::ExitCode {
     cake_server::telemetry::init(&config.log, config.log_json);
-    let public_url = config.public_url();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -45,8 +44,8 @@ async fn serve(config: Config) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %app.addr(), %public_url, "Cake Agents control plane is listening");
-    println!("Cake Agents is running at http://{} — API docs at http://{}/api/docs", app.addr(), app.addr());
+    tracing::info!(addr = %app.addr(), public_url = app.public_url(), "Cake Agents control plane is listening");
+    println!("Cake Agents is running at {0} — API docs at {0}/api/docs", app.public_url());
     wait_for_signal().await;
     tracing::info!("shutting down");
     app.shutdown().await;

@@ -61,6 +61,7 @@ pub enum StartupError {
 /// A running control plane.
 pub struct Application {
     addr: SocketAddr,
+    public_url: String,
     state: Arc<AppState>,
     server: JoinHandle<std::io::Result<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -251,12 +252,18 @@ impl Application {
             Ok(n) => tracing::info!(sessions = n, "bringing sessions back after a restart"),
             Err(e) => tracing::error!(error = %e, "could not recover sessions"),
         }
-        Ok(Self { addr, state, server, stop, background, local, kube: kube_runtime, embedded, pool })
+        Ok(Self { addr, public_url, state, server, stop, background, local, kube: kube_runtime, embedded, pool })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The URL users reach the control plane at: `CAKE_PUBLIC_URL`, else the bound address
+    /// with `CAKE_PATH_PREFIX`.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The bound port (useful with port 0).
@@ -317,7 +324,7 @@ fn parse_cidrs(list: &[String], var: &str) -> Result<Vec<ipnet::IpNet>, StartupE
 
 /// The origins allowed to write with the cookie (see [`AppState::allowed_origins`]).
 fn allowed_origins(config: &Config, public_url: &str, addr: SocketAddr) -> Vec<String> {
-    let mut origins = vec![origin_of(public_url)];
+    let mut origins = vec![cake_core::services::origin_of(public_url).to_owned()];
     origins.extend(
         config.trusted_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()),
     );
@@ -330,15 +337,6 @@ fn allowed_origins(config: &Config, public_url: &str, addr: SocketAddr) -> Vec<S
         ]);
     }
     origins
-}
-
-/// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> String {
-    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    match url[after_scheme..].find('/') {
-        Some(i) => url[..after_scheme + i].to_owned(),
-        None => url.to_owned(),
-    }
 }
 
 fn auth_config(config: &Config, public_url: &str) -> Result<AuthConfig, StartupError> {

@@ -607,8 +607,8 @@ fn ip_key(ip: IpAddr) -> String {
     }
 }
 
-/// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> &str {
+/// `scheme://host[:port]` of a URL (the origin browsers send in `Origin`).
+pub fn origin_of(url: &str) -> &str {
     let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
     match url[after_scheme..].find('/') {
         Some(i) => &url[..after_scheme + i],

@@ -5,6 +5,6 @@ mod auth;
 mod providers;
 mod sessions;
 
-pub use auth::{AuthConfig, AuthService, LoginStart, SignedIn};
+pub use auth::{AuthConfig, AuthService, LoginStart, SignedIn, origin_of};
 pub use providers::ProviderService;
 pub use sessions::{CreateSession, SessionDeps, SessionService};
