@@ -7,7 +7,10 @@
 //! - `127.0.0.1` on a free port, a random `OPENCODE_SERVER_PASSWORD`, the config in
 //!   `OPENCODE_CONFIG_CONTENT` with provider keys as env vars (never on disk), and the
 //!   hardening env of the OpenCode notes §2–3; nothing else of the control plane's
-//!   environment is inherited;
+//!   environment is inherited; `GIT_TERMINAL_PROMPT=0`;
+//! - when the owner granted the session credentials: `CAKE_BROKER_TOKEN`, `CAKE_BROKER_URL` and
+//!   git's `credential.helper` set (through `GIT_CONFIG_*` env, nothing on disk) to
+//!   `cake git-credential`, so git in the session gets its tokens from the control plane;
 //! - ready when OpenCode prints its "listening" line;
 //! - its own process group, ended as a whole (SIGTERM, then SIGKILL after a grace period), and
 //!   killed by the kernel if the control plane dies (`PR_SET_PDEATHSIG`). A process that exits
@@ -43,12 +46,26 @@ pub struct LocalRuntimeConfig {
     pub ready_timeout: Duration,
     /// How long a process gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The control plane's URL as sessions reach it (`CAKE_BROKER_URL` for
+    /// `cake git-credential` in sessions granted credentials).
+    pub broker_url: Option<String>,
+    /// The git credential helper command configured in sessions granted credentials, e.g.
+    /// `/usr/local/bin/cake git-credential` (an absolute path: git runs it through the shell
+    /// with `get`, `store` or `erase` appended).
+    pub git_credential_helper: Option<String>,
 }
 
 impl LocalRuntimeConfig {
     /// Defaults for a data dir and binary.
     pub fn new(root: PathBuf, opencode_bin: PathBuf) -> Self {
-        Self { root, opencode_bin, ready_timeout: Duration::from_secs(90), stop_grace: Duration::from_secs(3) }
+        Self {
+            root,
+            opencode_bin,
+            ready_timeout: Duration::from_secs(90),
+            stop_grace: Duration::from_secs(3),
+            broker_url: None,
+            git_credential_helper: None,
+        }
     }
 }
 
@@ -219,6 +236,23 @@ impl LocalRuntime {
             .kill_on_drop(false);
         for (name, value) in &spec.env {
             cmd.env(name, value.expose_secret());
+        }
+        // An agent cannot answer git's password prompt: fail instead of hanging.
+        cmd.env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(token) = &spec.broker_token {
+            cmd.env("CAKE_BROKER_TOKEN", token.expose_secret());
+            if let Some(url) = &self.config.broker_url {
+                cmd.env("CAKE_BROKER_URL", url);
+            }
+            if let Some(helper) = &self.config.git_credential_helper {
+                // Git config through the environment (git >= 2.31): the empty value first
+                // drops helpers the machine's own config names, so only the broker answers.
+                cmd.env("GIT_CONFIG_COUNT", "2")
+                    .env("GIT_CONFIG_KEY_0", "credential.helper")
+                    .env("GIT_CONFIG_VALUE_0", "")
+                    .env("GIT_CONFIG_KEY_1", "credential.helper")
+                    .env("GIT_CONFIG_VALUE_1", helper);
+            }
         }
         set_parent_death_signal(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {

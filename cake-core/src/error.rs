@@ -82,6 +82,8 @@ pub enum Resource {
     ApiToken,
     /// A user (`user_not_found`).
     User,
+    /// A linked credential (`credential_not_found`).
+    Credential,
 }
 
 impl fmt::Display for Resource {
@@ -90,6 +92,7 @@ impl fmt::Display for Resource {
             Resource::Session => "session",
             Resource::ApiToken => "API token",
             Resource::User => "user",
+            Resource::Credential => "credential",
         })
     }
 }

@@ -12,6 +12,8 @@
 //! - [`user`]: users, roles, [`user::Email`] and the [`user::Actor`] who makes a request.
 //! - [`session`]: sessions, their [`session::Status`] state machine, [`session::Title`].
 //! - [`policy`]: the permission table of DESIGN.md as one pure function, [`policy::decide`].
+//! - [`credential`]: linked credentials (GitHub tokens), hosts, the broker's grants and the
+//!   audit log's records.
 //! - [`provider`]: admin-managed model providers in OpenCode's format, secret masking and the
 //!   per-session OpenCode config built from them.
 //! - [`events`]: the frames that flow from a data plane to the observers of a session.
@@ -20,6 +22,7 @@
 //!   [`services::ProviderService`]).
 
 pub mod cache;
+pub mod credential;
 pub mod error;
 pub mod events;
 pub mod policy;

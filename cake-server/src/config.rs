@@ -86,6 +86,18 @@ pub struct Config {
     #[arg(long, env = "CAKE_OPENCODE_BIN")]
     pub opencode_bin: Option<PathBuf>,
 
+    /// The control plane's URL as session runtimes reach it, for `cake git-credential` in
+    /// sessions granted credentials (CAKE_BROKER_URL in the data plane). Default: the bound
+    /// address over loopback with the local runtime; CAKE_PUBLIC_URL with Kubernetes (the
+    /// chart sets the in-cluster Service URL).
+    #[arg(long, env = "CAKE_BROKER_URL")]
+    pub broker_url: Option<String>,
+
+    /// The git credential helper the local runtime configures in sessions granted credentials
+    /// (default: this `cake` binary's `git-credential` subcommand).
+    #[arg(long, env = "CAKE_GIT_CREDENTIAL_HELPER")]
+    pub git_credential_helper: Option<String>,
+
     /// Seconds OpenCode may take to start before the session is marked failed.
     #[arg(long, env = "CAKE_OPENCODE_START_TIMEOUT", default_value_t = 90)]
     pub opencode_start_timeout: u64,

@@ -77,6 +77,7 @@ impl From<CoreError> for ApiError {
                     Resource::Session => "session_not_found",
                     Resource::ApiToken => "token_not_found",
                     Resource::User => "user_not_found",
+                    Resource::Credential => "credential_not_found",
                 };
                 Self::NotFound(body(code, e.to_string()))
             }

@@ -10,6 +10,7 @@
 //! - [`passthrough`]: the authorized raw OpenCode pass-through.
 //! - [`identity`]: cookie and API-token identity, resolved into every request.
 //! - [`error`]: the one error envelope and the domain-error → status mapping.
+//! - [`git_credential`]: `cake git-credential`, git's credential helper in a session's runtime.
 //! - [`metrics`], [`state`], [`telemetry`].
 //!
 //! # Embedding
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod git_credential;
 pub mod identity;
 pub mod metrics;
 pub mod passthrough;

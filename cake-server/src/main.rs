@@ -19,6 +19,14 @@ enum Command {
     Serve(Box<Config>),
     /// Print the OpenAPI spec (the committed openapi.json is this output).
     Openapi,
+    /// Git's credential helper in a session's runtime: answers `get` with the credential the
+    /// session's owner granted for the host, asked from the control plane with the session's
+    /// broker token (CAKE_BROKER_URL, CAKE_BROKER_TOKEN). Configure it as
+    /// `credential.helper = /usr/local/bin/cake git-credential`.
+    GitCredential {
+        /// What git asks: get, store or erase (store and erase change nothing).
+        action: String,
+    },
 }
 
 #[tokio::main]
@@ -31,6 +39,7 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Serve(config) => serve(*config).await,
+        Command::GitCredential { action } => cake_server::git_credential::run(&action).await,
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cake_adapters::crypto::{AesCipher, Argon2Hasher, RandomTokens};
+use cake_adapters::crypto::{AesCipher, Argon2Hasher, HmacDeriver, RandomTokens};
 use cake_adapters::header_auth::{HeaderAuth, HeaderAuthConfig};
 use cake_adapters::jwks::JwksVerifier;
 use cake_adapters::kubernetes::{KubeRuntime, KubeSettings, KubeStartError};
@@ -14,14 +14,17 @@ use cake_adapters::local::{LocalRuntime, LocalRuntimeConfig, default_opencode_bi
 use cake_adapters::oidc::{OidcClient, OidcConfig};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
-    self, DbError, PgAuthRepository, PgConnectOptions, PgProviderRepository, PgSessionRepository, PgUserRepository,
+    self, DbError, PgAuthRepository, PgConnectOptions, PgCredentialStore, PgProviderRepository, PgSessionRepository,
+    PgUserRepository,
     embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
 use cake_core::ports::{HeaderIdentity, OidcProvider, SessionRuntime};
 use cake_core::ratelimit::Rate;
-use cake_core::services::{AuthConfig, AuthService, ProviderService, SessionDeps, SessionService};
+use cake_core::services::{
+    AuthConfig, AuthService, CredentialDeps, CredentialService, ProviderService, SessionDeps, SessionService,
+};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Redirect;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, handler};
@@ -138,6 +141,12 @@ impl Application {
         };
         let pool = postgres::connect_with(options, config.database_max_connections).await.map_err(database_error)?;
 
+        let prefix = path_prefix(&config.path_prefix)?;
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{addr}{prefix}"),
+        };
+        let broker_url = non_empty(&config.broker_url).map(|u| u.trim_end_matches('/').to_owned());
         let mut kube_runtime = None;
         let mut local = None;
         let runtime: Arc<dyn SessionRuntime> = match custom_runtime {
@@ -148,12 +157,18 @@ impl Application {
                     let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
                     rc.ready_timeout =
                         Duration::from_secs(config.opencode_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
+                    rc.broker_url = Some(broker_url.clone().unwrap_or_else(|| loopback_url(addr, &prefix)));
+                    rc.git_credential_helper = match non_empty(&config.git_credential_helper) {
+                        Some(helper) => Some(helper),
+                        None => own_git_credential_helper(),
+                    };
                     let runtime = Arc::new(LocalRuntime::new(rc)?);
                     local = Some(runtime.clone());
                     runtime
                 }
                 RuntimeKind::Kubernetes => {
-                    let settings = kube_settings(&config)?;
+                    let mut settings = kube_settings(&config)?;
+                    settings.broker_url = Some(broker_url.clone().unwrap_or_else(|| public_url.clone()));
                     let repo = Arc::new(PgSessionRepository::new(pool.clone()));
                     let kube = Arc::new(KubeRuntime::start(settings, repo).await.map_err(|e| match e {
                         KubeStartError::Config(m) => StartupError::Config(m),
@@ -168,11 +183,6 @@ impl Application {
         let cipher = Arc::new(AesCipher::from_secret(&secret));
         let tokens = Arc::new(RandomTokens);
         let providers = ProviderService::new(Arc::new(PgProviderRepository::new(pool.clone())), cipher.clone());
-        let prefix = path_prefix(&config.path_prefix)?;
-        let public_url = match &config.public_url {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("http://{addr}{prefix}"),
-        };
         let trusted_proxies = parse_cidrs(&config.header_auth.trusted_proxies, "CAKE_HEADER_AUTH_TRUSTED_PROXIES")?;
         let auth_config = auth_config(&config, &public_url)?;
         let session_ttl = auth_config.session_ttl;
@@ -193,9 +203,19 @@ impl Application {
             auth = auth.with_oidc(oidc, cipher.clone());
         }
         let runtime_survives = runtime.survives_restart();
+        let credential_store = Arc::new(PgCredentialStore::new(pool.clone()));
+        let credentials = CredentialService::new(CredentialDeps {
+            store: credential_store.clone(),
+            audit: credential_store,
+            cipher: cipher.clone(),
+            tokens: tokens.clone(),
+            deriver: Arc::new(HmacDeriver::from_secret(&secret)),
+            ids: Arc::new(RandomIds),
+        });
         let sessions = SessionService::new(SessionDeps {
             sessions: Arc::new(PgSessionRepository::new(pool.clone())),
             providers: providers.clone(),
+            credentials: credentials.clone(),
             runtime,
             data_plane: Arc::new(opencode.clone()),
             hub: Arc::new(BroadcastHub::new(config.event_buffer)),
@@ -212,6 +232,7 @@ impl Application {
             auth,
             sessions: sessions.clone(),
             providers,
+            credentials,
             cookies: Arc::new(
                 CookieSigner::new(
                     SecretString::from(hex_key(&secret)),
@@ -304,6 +325,24 @@ impl Application {
             tracing::error!(error = %e, "stopping embedded PostgreSQL failed");
         }
     }
+}
+
+/// The control plane over loopback, as local sessions reach it (a wildcard listen address is
+/// reached on loopback).
+fn loopback_url(addr: SocketAddr, prefix: &str) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}{prefix}", SocketAddr::new(ip, addr.port()))
+}
+
+/// `'<this binary>' git-credential`, quoted for the shell git runs helpers with.
+fn own_git_credential_helper() -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.to_str()?;
+    Some(format!("'{}' git-credential", path.replace('\'', "'\\''")))
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cake_core::services::{AuthService, ProviderService, SessionService};
+use cake_core::services::{AuthService, CredentialService, ProviderService, SessionService};
 use futures::future::BoxFuture;
 
 use crate::identity::CookieSigner;
@@ -20,6 +20,8 @@ pub struct AppState {
     pub sessions: SessionService,
     /// Model providers.
     pub providers: ProviderService,
+    /// Linked credentials, the broker and the audit log.
+    pub credentials: CredentialService,
     /// Signs and verifies the session cookie.
     pub cookies: Arc<CookieSigner>,
     /// HTTP client for the raw OpenCode pass-through.

@@ -146,6 +146,7 @@ fn spec(id: SessionId, password: &str) -> RuntimeSpec {
                 .into(),
         env: vec![("CAKE_PROVIDER_0_API_KEY".into(), SecretString::from("sk-live-1".to_owned()))],
         password: SecretString::from(password.to_owned()),
+        broker_token: None,
         previous: None,
     }
 }

@@ -127,6 +127,9 @@ pub struct KubeSettings {
     /// and is retried: a half-open connection must not hang a provision or the reconciler.
     /// (Watches are not bounded by it: they stay open for minutes by design.)
     pub api_timeout: Duration,
+    /// The control plane's URL as data-plane pods reach it (`CAKE_BROKER_URL` in a pod whose
+    /// session was granted credentials), e.g. `http://cake-agents.cake.svc.cluster.local`.
+    pub broker_url: Option<String>,
 }
 
 /// Default `CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS`.
@@ -178,6 +181,7 @@ impl KubeSettings {
             retry_attempts: 5,
             retry_delay: Duration::from_millis(200),
             api_timeout: Duration::from_secs(20),
+            broker_url: None,
         }
     }
 

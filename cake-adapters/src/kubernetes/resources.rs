@@ -14,7 +14,9 @@
 //!   restart policy `Never`, a TCP readiness probe on 4096 (OpenCode asks for a password on
 //!   every HTTP route, so an HTTP probe would need it);
 //! - a **Secret** with the session's material as env vars: `OPENCODE_SERVER_PASSWORD`,
-//!   `OPENCODE_CONFIG_CONTENT` and the provider keys the config references; the container
+//!   `OPENCODE_CONFIG_CONTENT`, the provider keys the config references and, when the owner
+//!   granted the session credentials, its broker token `CAKE_BROKER_TOKEN` (the pod then also
+//!   gets `CAKE_BROKER_URL`, for `cake git-credential`); the container
 //!   reads each with a `secretKeyRef`, so no secret is in the pod spec. The Secret is owned by
 //!   the Pod (ownerReferences), so the garbage collector removes it with the Pod even if the
 //!   control plane never gets to.
@@ -49,6 +51,11 @@ pub const INIT_CONTAINER: &str = "data-plane-init";
 pub const VOLUMES: [(&str, &str); 3] = [("workspace", WORKSPACE), ("home", HOME), ("tmp", "/tmp")];
 /// Secret key of the OpenCode password.
 pub const PASSWORD_KEY: &str = "OPENCODE_SERVER_PASSWORD";
+/// The Secret key (and env var) of the session's broker token, present when its owner granted
+/// it credentials; `cake git-credential` presents it to the control plane.
+pub const BROKER_TOKEN_KEY: &str = "CAKE_BROKER_TOKEN";
+/// The env var telling `cake git-credential` where the control plane's broker is.
+pub const BROKER_URL_ENV: &str = "CAKE_BROKER_URL";
 /// Secret key of the OpenCode config.
 pub const CONFIG_KEY: &str = "OPENCODE_CONFIG_CONTENT";
 
@@ -89,6 +96,8 @@ fn hardening_env() -> Vec<Value> {
         ("OPENCODE_DISABLE_MODELS_FETCH", "1".to_owned()),
         ("OPENCODE_DISABLE_AUTOUPDATE", "1".to_owned()),
         ("OPENCODE_DISABLE_PROJECT_CONFIG", "1".to_owned()),
+        // An agent cannot answer git's password prompt: fail instead of hanging.
+        ("GIT_TERMINAL_PROMPT", "0".to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| json!({"name": name, "value": value}))
@@ -99,6 +108,9 @@ fn hardening_env() -> Vec<Value> {
 pub fn secret_keys(spec: &RuntimeSpec) -> Vec<String> {
     let mut keys = vec![PASSWORD_KEY.to_owned(), CONFIG_KEY.to_owned()];
     keys.extend(spec.env.iter().map(|(name, _)| name.clone()));
+    if spec.broker_token.is_some() {
+        keys.push(BROKER_TOKEN_KEY.to_owned());
+    }
     keys
 }
 
@@ -138,6 +150,11 @@ pub fn pod(settings: &KubeSettings, namespace: &str, spec: &RuntimeSpec) -> Valu
             .into_iter()
             .map(|key| json!({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})),
     );
+    if spec.broker_token.is_some()
+        && let Some(url) = &settings.broker_url
+    {
+        env.push(json!({"name": BROKER_URL_ENV, "value": url}));
+    }
     let resources = settings.resources.clone();
     let mut pod_spec = json!({
         "restartPolicy": "Never",
@@ -218,6 +235,9 @@ pub fn secret(instance: &str, namespace: &str, spec: &RuntimeSpec, pod_uid: &str
     for (key, value) in &spec.env {
         data.insert(key.clone(), json!(b64(value.expose_secret())));
     }
+    if let Some(token) = &spec.broker_token {
+        data.insert(BROKER_TOKEN_KEY.to_owned(), json!(b64(token.expose_secret())));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -251,6 +271,7 @@ mod tests {
             opencode_config: "{\"model\":\"p/m\"}".into(),
             env: vec![("CAKE_PROVIDER_0_API_KEY".into(), SecretString::from("sk-1".to_owned()))],
             password: SecretString::from("pw".to_owned()),
+            broker_token: None,
             previous: None,
         }
     }
@@ -273,5 +294,27 @@ mod tests {
         assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         assert_eq!(secret["data"]["CAKE_PROVIDER_0_API_KEY"], "c2stMQ==");
         assert_eq!(secret["data"][PASSWORD_KEY], "cHc=");
+    }
+
+    #[test]
+    fn broker_material_is_in_the_secret_only_for_sessions_granted_credentials() {
+        let mut settings = KubeSettings::for_images("cake/data-plane:1", "cake/data-plane-init:1");
+        settings.broker_url = Some("http://cake-agents.cake.svc.cluster.local".into());
+        // No grant: no token, no URL.
+        let plain = pod(&settings, "ns", &spec());
+        assert!(!plain.to_string().contains("CAKE_BROKER"), "{plain}");
+        assert!(secret("cake-agents", "ns", &spec(), "uid-1")["data"].get(BROKER_TOKEN_KEY).is_none());
+        // Granted: the token in the Secret, read by reference; the URL as plain env.
+        let mut granted = spec();
+        granted.broker_token = Some(SecretString::from("cakeb_tok".to_owned()));
+        let pod = pod(&settings, "ns", &granted);
+        assert!(!pod.to_string().contains("cakeb_tok"));
+        let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+        let token_ref = env.iter().find(|e| e["name"] == BROKER_TOKEN_KEY).unwrap();
+        assert_eq!(token_ref["valueFrom"]["secretKeyRef"]["key"], BROKER_TOKEN_KEY);
+        let url = env.iter().find(|e| e["name"] == BROKER_URL_ENV).unwrap();
+        assert_eq!(url["value"], "http://cake-agents.cake.svc.cluster.local");
+        let secret = secret("cake-agents", "ns", &granted, "uid-1");
+        assert_eq!(secret["data"][BROKER_TOKEN_KEY], "Y2FrZWJfdG9r");
     }
 }

@@ -2,12 +2,14 @@
 //! queries; the offline data in `.sqlx/` lets builds run without a database.
 
 mod auth_repository;
+mod credential_store;
 pub mod embedded;
 mod provider_repository;
 mod session_repository;
 mod user_repository;
 
 pub use auth_repository::PgAuthRepository;
+pub use credential_store::PgCredentialStore;
 pub use provider_repository::PgProviderRepository;
 pub use session_repository::PgSessionRepository;
 pub use user_repository::PgUserRepository;

@@ -22,6 +22,30 @@ impl PgSessionRepository {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    /// Inserts the session row and returns it with its owner.
+    async fn insert<'e>(db: impl sqlx::PgExecutor<'e>, s: &NewSession) -> Result<Session> {
+        let row = sqlx::query_as!(
+            SessionRow,
+            r#"WITH s AS (
+                 INSERT INTO sessions (id, owner_id, title, private, status, pending_prompt)
+                 VALUES ($1, $2, $3, $4, 'provisioning', $5)
+                 RETURNING *
+               )
+               SELECT s.id, s.title, s.private, s.status, s.activity, s.status_reason, s.version,
+                      s.created_at, s.updated_at, u.id AS owner_id, u.name AS owner_name, u.email AS owner_email
+               FROM s JOIN users u ON u.id = s.owner_id"#,
+            s.id.0,
+            s.owner.0,
+            s.title.as_ref(),
+            s.visibility.is_private(),
+            s.pending_prompt.as_deref(),
+        )
+        .fetch_one(db)
+        .await
+        .map_err(db_err)?;
+        row.try_into()
+    }
 }
 
 /// One row of the sessions ⋈ users join, converted into the domain type by `TryFrom`.
@@ -77,26 +101,38 @@ fn cursor_bounds(after: Option<Cursor>) -> Result<(OffsetDateTime, Uuid)> {
 #[async_trait]
 impl SessionRepository for PgSessionRepository {
     async fn create(&self, s: NewSession) -> Result<Session> {
-        let row = sqlx::query_as!(
-            SessionRow,
-            r#"WITH s AS (
-                 INSERT INTO sessions (id, owner_id, title, private, status, pending_prompt)
-                 VALUES ($1, $2, $3, $4, 'provisioning', $5)
-                 RETURNING *
-               )
-               SELECT s.id, s.title, s.private, s.status, s.activity, s.status_reason, s.version,
-                      s.created_at, s.updated_at, u.id AS owner_id, u.name AS owner_name, u.email AS owner_email
-               FROM s JOIN users u ON u.id = s.owner_id"#,
+        if s.grants.is_empty() {
+            return Self::insert(&self.pool, &s).await;
+        }
+        // The session, its grants, its broker token and their audit records: all or nothing.
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let session = Self::insert(&mut *tx, &s).await?;
+        let grants: Vec<Uuid> = s.grants.iter().map(|g| g.0).collect();
+        sqlx::query!(
+            "INSERT INTO session_credentials (session_id, credential_id) SELECT $1, unnest($2::uuid[])",
             s.id.0,
-            s.owner.0,
-            s.title.as_ref(),
-            s.visibility.is_private(),
-            s.pending_prompt,
+            &grants
         )
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        row.try_into()
+        let digest = s.broker_token_digest.as_deref().ok_or_else(|| CoreError::internal("grants without a token"))?;
+        sqlx::query!("INSERT INTO session_broker_tokens (session_id, token_digest) VALUES ($1, $2)", s.id.0, digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query!(
+            r#"INSERT INTO audit_log (action, actor_id, session_id, credential_id)
+               SELECT 'credential.granted', $1, $2, unnest($3::uuid[])"#,
+            s.owner.0,
+            s.id.0,
+            &grants
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(session)
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>> {

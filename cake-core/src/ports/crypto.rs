@@ -29,3 +29,12 @@ pub trait TokenGenerator: Send + Sync {
     /// The digest under which a token is stored and looked up.
     fn digest(&self, token: &str) -> Vec<u8>;
 }
+
+/// Derives secrets from the installation key: the same input gives the same secret on every
+/// replica and after a restart, so a secret handed to a runtime (a session's broker token)
+/// can be handed again without being stored; only its digest is.
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+pub trait TokenDeriver: Send + Sync {
+    /// The secret for `input` under `purpose` (at least 256 bits, URL-safe).
+    fn derive(&self, purpose: &str, input: &[u8]) -> SecretString;
+}

@@ -6,6 +6,7 @@
 //! `MockSessionRepository` and so on, next to it.
 
 mod auth_repository;
+mod credential_store;
 mod crypto;
 mod data_plane;
 mod event_hub;
@@ -17,6 +18,7 @@ mod system;
 mod user_repository;
 
 pub use auth_repository::*;
+pub use credential_store::*;
 pub use crypto::*;
 pub use data_plane::*;
 pub use event_hub::*;

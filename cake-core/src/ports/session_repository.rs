@@ -19,6 +19,12 @@ pub struct NewSession {
     pub visibility: Visibility,
     /// A first prompt to send once the runtime is ready.
     pub pending_prompt: Option<String>,
+    /// The owner's credentials granted to the session (already checked by the broker
+    /// policy). The repository stores them with the session, in the same transaction, and
+    /// records one `credential.granted` audit entry for each.
+    pub grants: Vec<crate::credential::CredentialId>,
+    /// The digest of the session's broker token; set exactly when `grants` is not empty.
+    pub broker_token_digest: Option<Vec<u8>>,
 }
 
 /// A change to a session's state, applied only if the stored version still matches.

@@ -16,6 +16,10 @@ pub struct RuntimeSpec {
     pub env: Vec<(String, SecretString)>,
     /// `OPENCODE_SERVER_PASSWORD`: the per-session Basic-auth password.
     pub password: SecretString,
+    /// The session's broker token, when its owner granted it credentials: the runtime passes
+    /// it to the data plane as `CAKE_BROKER_TOKEN` (a secret, like the password), with
+    /// `CAKE_BROKER_URL`, so `cake git-credential` can ask the control plane for them.
+    pub broker_token: Option<SecretString>,
     /// The handle of a previous runtime of this session (after a control-plane restart), so
     /// the adapter can reuse its work dir and OpenCode history.
     pub previous: Option<serde_json::Value>,

@@ -2,9 +2,11 @@
 //! port, so a denied request never reaches the runtime or the data plane.
 
 mod auth;
+mod credentials;
 mod providers;
 mod sessions;
 
 pub use auth::{AuthConfig, AuthService, LoginStart, SignedIn, origin_of};
+pub use credentials::{BROKER_TOKEN_PREFIX, CredentialDeps, CredentialService, PreparedGrants};
 pub use providers::ProviderService;
 pub use sessions::{CreateSession, SessionDeps, SessionService};

@@ -21,7 +21,7 @@ use crate::session::{
 use crate::user::Actor;
 use crate::{CoreError, Result};
 
-use super::ProviderService;
+use super::{CredentialService, ProviderService};
 
 /// Everything [`SessionService`] talks to.
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub struct SessionDeps {
     pub sessions: Arc<dyn SessionRepository>,
     /// Model providers, for each session's OpenCode config.
     pub providers: ProviderService,
+    /// Linked credentials: grants at creation, the broker token at start.
+    pub credentials: CredentialService,
     /// Where data planes run.
     pub runtime: Arc<dyn SessionRuntime>,
     /// How to talk to a data plane.
@@ -53,6 +55,9 @@ pub struct CreateSession {
     pub visibility: Visibility,
     /// A first prompt, sent as soon as OpenCode is ready.
     pub initial_prompt: Option<String>,
+    /// Ids of the creator's own linked credentials the session may use (through
+    /// `cake git-credential`); empty: none, and the runtime gets no broker token.
+    pub credentials: Vec<String>,
 }
 
 /// A ready session's connection, cached so requests need no database round trip for it.
@@ -134,7 +139,8 @@ impl SessionService {
     }
 
     /// Creates a session and starts its runtime in the background; returns at once with status
-    /// `provisioning`. Refused with `no_provider` while no model provider is configured.
+    /// `provisioning`. Refused with `no_provider` while no model provider is configured, and
+    /// with `credential_not_found` when a credential to grant is not the creator's own.
     pub async fn create(&self, actor: Option<&Actor>, req: CreateSession) -> Result<Session> {
         let actor = policy::signed_in(actor)?;
         let title = Title::parse_optional(req.title.as_deref())?;
@@ -145,15 +151,19 @@ impl SessionService {
                 message: "no model provider is configured; an admin must add one (PUT /api/admin/providers)".into(),
             });
         }
+        let id = SessionId(self.deps().ids.new_id());
+        let grants = self.deps().credentials.prepare_grants(actor, id, req.visibility, &req.credentials).await?;
         let session = self
             .deps()
             .sessions
             .create(NewSession {
-                id: SessionId(self.deps().ids.new_id()),
+                id,
                 owner: actor.id,
                 title,
                 visibility: req.visibility,
                 pending_prompt: prompt.map(|p| p.as_ref().to_owned()),
+                grants: grants.credentials,
+                broker_token_digest: grants.token_digest,
             })
             .await?;
         self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
@@ -504,6 +514,7 @@ impl SessionService {
             opencode_config,
             env,
             password: self.deps().tokens.generate(),
+            broker_token: self.deps().credentials.token_for(id).await?,
             previous: state.handle.clone(),
         };
         let handle = self.deps().runtime.provision(spec).await?;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::ports::{
+    MockAuditLog, MockCredentialStore, MockTokenDeriver,
     MockDataPlane, MockEventHub, MockIdGenerator, MockProviderRepository, MockSecretCipher, MockSessionRepository,
     MockSessionRuntime, MockTokenGenerator, Spawner,
 };
@@ -63,6 +64,7 @@ struct Mocks {
     runtime: MockSessionRuntime,
     data_plane: MockDataPlane,
     hub: MockEventHub,
+    credentials: MockCredentialStore,
 }
 
 impl Mocks {
@@ -85,6 +87,11 @@ impl Mocks {
             runtime: MockSessionRuntime::new(),
             data_plane: MockDataPlane::new(),
             hub,
+            credentials: {
+                let mut store = MockCredentialStore::new();
+                store.expect_has_broker_token().returning(|_| Ok(false));
+                store
+            },
         }
     }
 
@@ -94,16 +101,33 @@ impl Mocks {
         cipher.expect_encrypt().returning(|c| Ok(c.to_vec()));
         let mut tokens = MockTokenGenerator::new();
         tokens.expect_generate().returning(|| SecretString::from("pw".to_owned()));
+        tokens.expect_digest().returning(|t| format!("digest:{t}").into_bytes());
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(|| SID.0);
+        let cipher = Arc::new(cipher);
+        let tokens = Arc::new(tokens);
+        let ids = Arc::new(ids);
+        let credentials = CredentialService::new(crate::services::CredentialDeps {
+            store: Arc::new(self.credentials),
+            audit: Arc::new(MockAuditLog::new()),
+            cipher: cipher.clone(),
+            tokens: tokens.clone(),
+            deriver: Arc::new({
+                let mut d = MockTokenDeriver::new();
+                d.expect_derive().returning(|_, _| SecretString::from("derived".to_owned()));
+                d
+            }),
+            ids: ids.clone(),
+        });
         SessionService::new(SessionDeps {
             sessions: Arc::new(self.repo),
-            providers: ProviderService::new(Arc::new(self.providers), Arc::new(cipher)),
+            providers: ProviderService::new(Arc::new(self.providers), cipher),
+            credentials,
             runtime: Arc::new(self.runtime),
             data_plane: Arc::new(self.data_plane),
             hub: Arc::new(self.hub),
-            tokens: Arc::new(tokens),
-            ids: Arc::new(ids),
+            tokens,
+            ids,
             spawner: Arc::new(spawner),
         })
     }
@@ -120,7 +144,7 @@ fn create_without_provider_is_refused_and_creates_nothing() {
     m.runtime.expect_provision().times(0);
     let spawner = Collect::default();
     let svc = m.build(spawner.clone());
-    let req = CreateSession { title: None, visibility: Visibility::Private, initial_prompt: None };
+    let req = CreateSession { title: None, visibility: Visibility::Private, initial_prompt: None, credentials: vec![] };
     let err = run(svc.create(Some(&actor(OWNER)), req)).unwrap_err();
     assert!(matches!(err, CoreError::Conflict { code: "no_provider", .. }));
     assert!(spawner.take().is_empty());
@@ -131,7 +155,7 @@ fn anonymous_cannot_create() {
     let mut m = Mocks::new(true);
     m.repo.expect_create().times(0);
     let svc = m.build(Collect::default());
-    let req = CreateSession { title: None, visibility: Visibility::Public, initial_prompt: None };
+    let req = CreateSession { title: None, visibility: Visibility::Public, initial_prompt: None, credentials: vec![] };
     assert!(matches!(run(svc.create(None, req)), Err(CoreError::Unauthenticated)));
 }
 
@@ -151,9 +175,74 @@ fn create_stores_the_first_prompt_and_starts_in_the_background() {
         title: Some("t".into()),
         visibility: Visibility::Private,
         initial_prompt: Some("hello".into()),
+        credentials: vec![],
     };
     let s = run(svc.create(Some(&actor(OWNER)), req)).unwrap();
     assert_eq!(s.status, Status::Provisioning);
+    assert_eq!(spawner.take().len(), 1);
+}
+
+#[test]
+fn a_session_cannot_be_granted_someone_elses_credential() {
+    let mut m = Mocks::new(true);
+    let theirs = Uuid::from_u128(77);
+    m.credentials.expect_get().returning(move |id| {
+        Ok(Some(crate::credential::LinkedCredential {
+            id,
+            owner: OTHER,
+            kind: crate::credential::CredentialKind::GitHub,
+            hosts: crate::credential::CredentialKind::GitHub.default_hosts(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        }))
+    });
+    m.repo.expect_create().times(0);
+    m.runtime.expect_provision().times(0);
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    let req = CreateSession {
+        title: None,
+        visibility: Visibility::Private,
+        initial_prompt: None,
+        credentials: vec![theirs.to_string()],
+    };
+    let err = run(svc.create(Some(&actor(OWNER)), req)).unwrap_err();
+    assert!(matches!(err, CoreError::NotFound(crate::error::Resource::Credential)), "{err:?}");
+    assert!(spawner.take().is_empty());
+}
+
+#[test]
+fn own_credentials_are_stored_with_the_session_and_a_broker_token_digest() {
+    let mut m = Mocks::new(true);
+    let mine = Uuid::from_u128(78);
+    m.credentials.expect_get().returning(move |id| {
+        Ok(Some(crate::credential::LinkedCredential {
+            id,
+            owner: OWNER,
+            kind: crate::credential::CredentialKind::GitHub,
+            hosts: crate::credential::CredentialKind::GitHub.default_hosts(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        }))
+    });
+    m.repo
+        .expect_create()
+        .withf(move |n| {
+            n.grants == vec![crate::credential::CredentialId(mine)]
+                && n.broker_token_digest.as_deref() == Some(b"digest:cakeb_derived".as_slice())
+        })
+        .times(1)
+        .returning(|_| Ok(session(Status::Provisioning, Visibility::Private)));
+    let spawner = Collect::default();
+    let svc = m.build(spawner.clone());
+    let req = CreateSession {
+        title: None,
+        visibility: Visibility::Private,
+        initial_prompt: None,
+        // The same credential twice is granted once.
+        credentials: vec![mine.to_string(), mine.to_string()],
+    };
+    run(svc.create(Some(&actor(OWNER)), req)).unwrap();
     assert_eq!(spawner.take().len(), 1);
 }
 

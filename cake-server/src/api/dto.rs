@@ -303,6 +303,10 @@ pub struct CreateSessionBody {
     pub private: bool,
     /// Sent to the agent as soon as the runtime is ready.
     pub initial_user_prompt: Option<Str>,
+    /// Ids of your own linked credentials (`GET /api/me/credentials`) the session's runtime may
+    /// use: git in the session gets them through `cake git-credential`, for their hosts only,
+    /// while the session lives. Omitted or empty: none.
+    pub credentials: Option<Vec<Str>>,
 }
 
 /// `PATCH /api/sessions/{id}`.
@@ -384,4 +388,111 @@ pub struct EventFrame {
     pub event: String,
     /// The payload.
     pub data: serde_json::Value,
+}
+
+/// A credential linked to your account. Its secret is never returned.
+#[derive(Debug, Object)]
+#[oai(rename = "Credential", rename_all = "camelCase")]
+pub struct CredentialDto {
+    /// Id (name it in `credentials` when creating a session).
+    pub id: Uuid,
+    /// `github`.
+    pub kind: String,
+    /// The hosts git may use it for, e.g. `github.com`.
+    pub hosts: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: when the secret or hosts last changed.
+    pub updated_at: String,
+}
+
+impl From<cake_core::credential::LinkedCredential> for CredentialDto {
+    fn from(c: cake_core::credential::LinkedCredential) -> Self {
+        Self {
+            id: c.id.0,
+            kind: c.kind.as_str().to_owned(),
+            hosts: c.hosts.iter().map(|h| h.as_str().to_owned()).collect(),
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+        }
+    }
+}
+
+/// `PUT /api/me/credentials/github`. No `Debug`: it holds a secret.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct LinkGitHubBody {
+    /// A GitHub token: fine-grained or classic personal access token, or a GitHub App user
+    /// token (printable ASCII, at most 4096 characters). Stored encrypted, never shown again.
+    #[oai(write_only)]
+    pub token: Str,
+    /// Hosts it is for (default `["github.com"]`; a GitHub Enterprise host such as
+    /// `ghe.example.com`). Host names only, optionally with a port.
+    pub hosts: Option<Vec<Str>>,
+}
+
+/// `POST /api/broker/git-credential`: what git asks its credential helper.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct GitCredentialQuery {
+    /// `https` (nothing else is answered).
+    pub protocol: Str,
+    /// The host, with a port when the URL has one.
+    pub host: Str,
+    /// The repository path, when git sends one (`credential.useHttpPath`).
+    pub path: Option<Str>,
+}
+
+/// A credential for git. No `Debug`: it holds a secret.
+#[derive(Object)]
+pub struct GitCredentialDto {
+    /// The user name (`x-access-token` for GitHub).
+    pub username: String,
+    /// The token.
+    pub password: String,
+}
+
+/// One audit record: a credential linked, unlinked or granted, or a broker call.
+#[derive(Debug, Object)]
+#[oai(rename = "AuditEntry", rename_all = "camelCase")]
+pub struct AuditEntryDto {
+    /// Increasing id.
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// `credential.linked`, `credential.unlinked`, `credential.granted`, `broker.issued` or
+    /// `broker.denied`.
+    pub action: String,
+    /// Who acted (for broker calls: the session's owner).
+    pub actor_id: Option<Uuid>,
+    /// The session concerned.
+    pub session_id: Option<Uuid>,
+    /// The credential concerned.
+    pub credential_id: Option<Uuid>,
+    /// Details, never a secret: the host asked for, a refusal's reason.
+    pub detail: serde_json::Value,
+}
+
+impl From<cake_core::credential::AuditEntry> for AuditEntryDto {
+    fn from(e: cake_core::credential::AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            at: rfc3339(e.at),
+            action: e.action,
+            actor_id: e.actor.map(|a| a.0),
+            session_id: e.session.map(|s| s.0),
+            credential_id: e.credential.map(|c| c.0),
+            detail: e.detail,
+        }
+    }
+}
+
+/// A page of audit records, newest first.
+#[derive(Debug, Object)]
+#[oai(rename = "AuditPage", rename_all = "camelCase")]
+pub struct AuditPage {
+    /// The records.
+    pub items: Vec<AuditEntryDto>,
+    /// Pass as `before` for the next page; null at the end.
+    pub next_cursor: Option<String>,
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod dto;
 pub mod fast_json;
 pub mod me;
@@ -25,16 +26,21 @@ pub enum ApiTags {
     Admin,
     /// Sessions: each one a dedicated OpenCode runtime.
     Sessions,
+    /// Linked credentials (GitHub tokens), the broker session runtimes ask through
+    /// `cake git-credential`, and the audit log.
+    Credentials,
     /// Health.
     Meta,
 }
 
 /// Every API struct, in one tuple.
-pub type Apis = (auth::AuthApi, me::MeApi, admin::AdminApi, sessions::SessionsApi, meta::MetaApi);
+pub type Apis =
+    (auth::AuthApi, me::MeApi, admin::AdminApi, sessions::SessionsApi, credentials::CredentialsApi, meta::MetaApi);
 
 /// Builds the OpenAPI service.
 pub fn service(server_url: &str) -> OpenApiService<Apis, ()> {
-    let apis = (auth::AuthApi, me::MeApi, admin::AdminApi, sessions::SessionsApi, meta::MetaApi);
+    let apis =
+        (auth::AuthApi, me::MeApi, admin::AdminApi, sessions::SessionsApi, credentials::CredentialsApi, meta::MetaApi);
     OpenApiService::new(apis, "Cake Agents", env!("CARGO_PKG_VERSION"))
         .description(
             "Control plane of Cake Agents: every session is an AI coding agent (OpenCode) in its own runtime.\n\n\
@@ -61,6 +67,10 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>, api_base: &str) -> String {
         "bearerAuth": {
             "type": "http", "scheme": "bearer",
             "description": "An API token (`cake_…`) from `POST /api/me/tokens`."
+        },
+        "brokerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "A session's broker token (`cakeb_…`), given to its runtime as `CAKE_BROKER_TOKEN`."
         }
     });
     let public = [
@@ -76,9 +86,14 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>, api_base: &str) -> String {
             if public.contains(&path.as_str()) {
                 continue;
             }
+            let scheme = if path == "/broker/git-credential" {
+                json!([{"brokerAuth": []}])
+            } else {
+                json!([{"cookieAuth": []}, {"bearerAuth": []}])
+            };
             if let Some(ops) = ops.as_object_mut() {
                 for op in ops.values_mut() {
-                    op["security"] = json!([{"cookieAuth": []}, {"bearerAuth": []}]);
+                    op["security"] = scheme.clone();
                 }
             }
         }

@@ -69,7 +69,8 @@ impl SessionsApi {
     ///
     /// Returns at once with status `provisioning`; `initialUserPrompt` is sent to the agent as
     /// soon as it is ready. Errors: `unauthenticated` (401), `invalid_input`/`invalid_request`
-    /// (400), `no_provider` (409) while no model provider is configured.
+    /// (400), `no_provider` (409) while no model provider is configured, `credential_not_found`
+    /// (404) for a credential id that is not one of yours.
     #[oai(path = "/", method = "post", operation_id = "create_session")]
     async fn create_session(
         &self,
@@ -82,6 +83,7 @@ impl SessionsApi {
             title: b.title.map(String::from),
             visibility: Visibility::from_private(b.private),
             initial_prompt: b.initial_user_prompt.map(String::from),
+            credentials: b.credentials.unwrap_or_default().into_iter().map(String::from).collect(),
         };
         let s = state.sessions.create(identity.actor().as_ref(), req).await?;
         Ok(SessionCreated::Created(Json((&s).into())))
