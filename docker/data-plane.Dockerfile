@@ -8,9 +8,9 @@
 # prepares /workspace and $HOME/.gitconfig.
 
 # The `cake` binary, for `cake git-credential`: git's credential helper in the session, which
-# asks the control plane's broker for the tokens this session was granted. (The git-credential
-# subcommand is added to cake by a later change; until then the helper answers with an error
-# and git falls back to anonymous access.)
+# asks the control plane's broker (CAKE_BROKER_URL, with the session's CAKE_BROKER_TOKEN from
+# its Secret) for the tokens the session's owner granted it. A session granted nothing has no
+# token: the helper then prints nothing and git goes on anonymously.
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 COPY . .

@@ -14,9 +14,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier,
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cake_core::ports::{PasswordHasher, SecretCipher, TokenDeriver, TokenGenerator};
-use hmac::{Hmac, Mac};
 use cake_core::{CoreError, Result};
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};

@@ -49,9 +49,10 @@ pub struct LocalRuntimeConfig {
     /// The control plane's URL as sessions reach it (`CAKE_BROKER_URL` for
     /// `cake git-credential` in sessions granted credentials).
     pub broker_url: Option<String>,
-    /// The git credential helper command configured in sessions granted credentials, e.g.
-    /// `/usr/local/bin/cake git-credential` (an absolute path: git runs it through the shell
-    /// with `get`, `store` or `erase` appended).
+    /// git's `credential.helper` value in sessions granted credentials, e.g.
+    /// `/usr/local/bin/cake git-credential` or `!'/opt/my cake/cake' git-credential` (git runs
+    /// an absolute path or a `!` command through the shell, with `get`, `store` or `erase`
+    /// appended).
     pub git_credential_helper: Option<String>,
 }
 

@@ -279,7 +279,8 @@ mod tests {
         assert_eq!(GitHost::parse(" GitHub.com ").unwrap().as_str(), "github.com");
         assert_eq!(GitHost::parse("ghe.example.com:8443").unwrap().as_str(), "ghe.example.com:8443");
         assert_eq!(GitHost::parse("127.0.0.1").unwrap().as_str(), "127.0.0.1");
-        for bad in ["", "https://github.com", "github.com/org", "*.github.com", "a b", "x:0", "x:99999", "-a.com", "a..b"]
+        for bad in
+            ["", "https://github.com", "github.com/org", "*.github.com", "a b", "x:0", "x:99999", "-a.com", "a..b"]
         {
             assert!(GitHost::parse(bad).is_err(), "{bad:?} must be refused");
         }

@@ -93,8 +93,9 @@ pub struct Config {
     #[arg(long, env = "CAKE_BROKER_URL")]
     pub broker_url: Option<String>,
 
-    /// The git credential helper the local runtime configures in sessions granted credentials
-    /// (default: this `cake` binary's `git-credential` subcommand).
+    /// The git credential helper the local runtime configures in sessions granted credentials,
+    /// as git's `credential.helper` value (default: this `cake` binary's `git-credential`
+    /// subcommand, `!'/path/to/cake' git-credential`).
     #[arg(long, env = "CAKE_GIT_CREDENTIAL_HELPER")]
     pub git_credential_helper: Option<String>,
 

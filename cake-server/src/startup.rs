@@ -15,8 +15,7 @@ use cake_adapters::oidc::{OidcClient, OidcConfig};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
     self, DbError, PgAuthRepository, PgConnectOptions, PgCredentialStore, PgProviderRepository, PgSessionRepository,
-    PgUserRepository,
-    embedded::EmbeddedPostgres,
+    PgUserRepository, embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
@@ -338,11 +337,16 @@ fn loopback_url(addr: SocketAddr, prefix: &str) -> String {
     format!("http://{}{prefix}", SocketAddr::new(ip, addr.port()))
 }
 
-/// `'<this binary>' git-credential`, quoted for the shell git runs helpers with.
+/// This binary's `git-credential` subcommand as a git helper: `!` makes git run it through the
+/// shell (with the action appended), so the path is quoted for the shell.
 fn own_git_credential_helper() -> Option<String> {
     let exe = std::env::current_exe().ok()?;
-    let path = exe.to_str()?;
-    Some(format!("'{}' git-credential", path.replace('\'', "'\\''")))
+    Some(git_helper_for(exe.to_str()?))
+}
+
+/// `!'<path>' git-credential`, for a git `credential.helper` value.
+pub fn git_helper_for(path: &str) -> String {
+    format!("!'{}' git-credential", path.replace('\'', "'\\''"))
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {

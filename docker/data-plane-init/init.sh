@@ -8,7 +8,7 @@
 #       credential.helper = /usr/local/bin/cake git-credential
 #     i.e. `cake git-credential`, the helper shipped in the data-plane image (an absolute path:
 #     git would otherwise run `git credential-cake`); override with $CAKE_GIT_CREDENTIAL_HELPER.
-#     The git-credential subcommand of cake is added by a later change.
+#     It asks the control plane's broker for the credentials the session was granted.
 #   - when $CAKE_GIT_REPOSITORY is set and the workspace has no repository yet, it is cloned
 #     there (branch $CAKE_GIT_REF when set). This image has no `cake`, so the clone uses no
 #     brokered credentials: public repositories, or credentials in the URL's host config.

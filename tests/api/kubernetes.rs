@@ -300,6 +300,7 @@ async fn provision_applies_the_pod_then_creates_its_owned_secret() {
                     {"name": "OPENCODE_DISABLE_MODELS_FETCH", "value": "1"},
                     {"name": "OPENCODE_DISABLE_AUTOUPDATE", "value": "1"},
                     {"name": "OPENCODE_DISABLE_PROJECT_CONFIG", "value": "1"},
+                    {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
                     secret_ref("OPENCODE_SERVER_PASSWORD"),
                     secret_ref("OPENCODE_CONFIG_CONTENT"),
                     secret_ref("CAKE_PROVIDER_0_API_KEY")

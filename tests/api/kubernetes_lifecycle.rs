@@ -2,7 +2,8 @@
 //! session's Pod and Secret on a fake API server, a fake kubelet starts the real OpenCode
 //! with exactly the env of that pod spec and Secret on the pod's own loopback IP, the pod is
 //! reported ready there, and the session is served through "its pod": prompted, answered
-//! by the fake model, observed, deleted (the Pod and the Secret are deleted).
+//! by the fake model, observed, deleted (the Pod and the Secret are deleted). The owner
+//! granted the session a GitHub token: git in the pod gets it through `cake git-credential`.
 //!
 //! Meanwhile a second control plane starts on the same database and cluster (a rolling
 //! update): the ready session is left exactly as it is — no re-provisioning, same pod, same
@@ -17,6 +18,8 @@ use cake_tests::fake_kube::{FakeKube, FakeKubelet, secret_data};
 use serde_json::{Value, json};
 
 const NS: &str = "agents";
+/// The owner's GitHub token in this test.
+const GITHUB_TOKEN: &str = "ghp_PodScenarioToken42";
 /// This test's pod IP (each test that runs OpenCode uses its own 127.x address).
 const POD_IP: &str = "127.0.0.20";
 
@@ -54,7 +57,12 @@ async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     let (status, _) = admin.send("PUT", "/api/admin/providers", Some(app.provider_body(PROVIDER_KEY, None))).await;
     assert_eq!(status, 200);
 
-    let session = admin.create_session(true, Some("Say PONG")).await;
+    // The owner's GitHub token, granted to the session: its pod gets a broker token.
+    let (status, linked) = admin.send("PUT", "/api/me/credentials/github", Some(json!({"token": GITHUB_TOKEN}))).await;
+    assert_eq!(status, 200, "{linked}");
+    let body = json!({"private": true, "initialUserPrompt": "Say PONG", "credentials": [linked["id"]]});
+    let (status, session) = admin.send("POST", "/api/sessions", Some(body)).await;
+    assert_eq!(status, 201, "{session}");
     let id = session["id"].as_str().unwrap().to_owned();
     let name = format!("cake-session-{id}");
     let mut events = admin.events(&id, None).await;
@@ -66,6 +74,14 @@ async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     let pod = kube.pod(NS, &name).unwrap();
     assert!(!pod.to_string().contains(PROVIDER_KEY), "and never in the pod spec");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], pod["metadata"]["uid"]);
+    // The session's broker material: the token in the Secret, the broker's URL in the pod.
+    let broker_token = secret_data(&secret)["CAKE_BROKER_TOKEN"].clone();
+    assert!(broker_token.starts_with("cakeb_"), "{broker_token}");
+    assert!(!pod.to_string().contains(&broker_token), "the token is read from the Secret");
+    assert!(secret_data(&secret).values().all(|v| !v.contains(GITHUB_TOKEN)), "the credential itself stays home");
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    let url = env.iter().find(|e| e["name"] == "CAKE_BROKER_URL").expect("CAKE_BROKER_URL in the pod");
+    assert_eq!(url["value"], app.base.as_str(), "without CAKE_BROKER_URL: the public URL");
 
     let (_, frames) = events
         .until(Duration::from_secs(180), |f| opencode_type(f) == Some("session.idle"))
@@ -128,6 +144,15 @@ async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     events.until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle")).await.expect("a second answer");
     drop(events2);
     app2.shutdown().await;
+
+    // git in the pod gets the owner's token through `cake git-credential` (configured by the
+    // real init script) and the broker.
+    let fill = "RUNCMD: printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
+    let (status, _) = admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": fill}))).await;
+    assert_eq!(status, 202);
+    events.until(Duration::from_secs(90), |f| opencode_type(f) == Some("session.idle")).await.expect("the tool runs");
+    let (_, messages) = admin.get(&format!("/api/sessions/{id}/messages")).await;
+    assert!(messages.to_string().contains(&format!("password={GITHUB_TOKEN}")), "{messages}");
 
     // A follow-up prompt goes to the same pod.
     let (status, _) = admin.send("POST", &format!("/api/sessions/{id}/messages"), Some(json!({"text": "again"}))).await;

@@ -2,6 +2,7 @@
 //! OpenCode and a fake OpenAI-compatible model. One binary, a module per area.
 
 mod auth;
+mod broker;
 mod browser_sessions;
 mod header_auth;
 mod kubernetes;

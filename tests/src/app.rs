@@ -23,6 +23,14 @@ pub fn opencode_bin() -> PathBuf {
     bin
 }
 
+/// The `cake` binary of this build (`cargo test --workspace` builds it: `cake-server` has
+/// integration tests). Sessions granted credentials run its `git-credential` subcommand.
+pub fn cake_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary> → target/<profile>/cake
+    exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("cake")).unwrap()
+}
+
 /// A running control plane for one test.
 pub struct TestApp {
     /// The application (None once shut down).
@@ -77,6 +85,8 @@ pub fn test_config(data_dir: PathBuf, database_url: Option<String>) -> Config {
     c.opencode_bin = Some(opencode_bin());
     c.auth_secret = Some(SecretString::from("test-secret-0123456789abcdef".to_owned()));
     c.admin_emails = vec![];
+    // The in-process server's own executable is the test binary: point git at the real `cake`.
+    c.git_credential_helper = Some(cake_server::startup::git_helper_for(&cake_bin().to_string_lossy()));
     c
 }
 

@@ -507,7 +507,8 @@ pub struct FakeKubelet {
 
 impl FakeKubelet {
     /// Starts the pod `ns/name` once its Secret exists: its volumes as empty directories, the
-    /// init container (the real init script), then the container's command with the real
+    /// init container (the real init script; `/usr/local/bin/cake` of the image is the test
+    /// build's `cake`), then the container's command with the real
     /// binary, the hostname replaced by `ip`, its env (plain values, and `secretKeyRef`s read
     /// from the Secret) with the pod's paths mapped into a temporary directory; then reports
     /// the pod ready at `ip`.
@@ -554,6 +555,11 @@ impl FakeKubelet {
         for e in init["env"].as_array().unwrap() {
             init_cmd.env(e["name"].as_str().unwrap(), map(e["value"].as_str().unwrap()));
         }
+        // The image ships `cake` at /usr/local/bin/cake; on this "node" it is the test build's.
+        init_cmd.env(
+            "CAKE_GIT_CREDENTIAL_HELPER",
+            cake_server::startup::git_helper_for(&crate::app::cake_bin().to_string_lossy()),
+        );
         let out = init_cmd.output().expect("run init.sh");
         assert!(out.status.success(), "init.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         let home: Vec<String> = std::fs::read_dir(root.path().join("home"))

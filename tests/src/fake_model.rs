@@ -6,6 +6,8 @@
 //! - contains `FAIL429`: HTTP 429 (OpenCode retries with backoff);
 //! - contains `RUNBASH`: a `bash` tool call running `echo cake-tool-ok`, then, once the tool
 //!   result is in the conversation, the text `Tool finished.`;
+//! - contains `RUNCMD:`: the same with the rest of the message as the command (what an agent
+//!   in the session would run: `git credential fill`, `env`, …);
 //! - anything else: the text `PONG from fake model`, streamed in several deltas.
 //!
 //! Requests without tools (OpenCode's title generation) get the title `Fake title`. Every
@@ -129,8 +131,15 @@ async fn chat(req: &poem::Request, body: poem::web::Json<Value>, log: Data<&Arc<
             .content_type("application/json")
             .body(json!({"error": {"message": "fake rate limit", "type": "rate_limit"}}).to_string());
     }
-    if last_user.contains("RUNBASH") && !tool_done {
-        let args = json!({"command": "echo cake-tool-ok", "description": "Print a marker"}).to_string();
+    let command = match last_user.split_once("RUNCMD:") {
+        Some((_, command)) => Some(command.trim().to_owned()),
+        None if last_user.contains("RUNBASH") => Some("echo cake-tool-ok".to_owned()),
+        None => None,
+    };
+    if let Some(command) = command
+        && !tool_done
+    {
+        let args = json!({"command": command, "description": "Run a command"}).to_string();
         return stream(vec![
             chunk(
                 json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",

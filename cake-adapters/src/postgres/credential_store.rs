@@ -1,7 +1,6 @@
 use async_trait::async_trait;
 use cake_core::credential::{
-    AuditEntry, BrokerGrant, CredentialId, CredentialKind, GitHost, LinkedCredential, NewAuditEntry,
-    SealedCredential,
+    AuditEntry, BrokerGrant, CredentialId, CredentialKind, GitHost, LinkedCredential, NewAuditEntry, SealedCredential,
 };
 use cake_core::ports::{AuditLog, CredentialStore};
 use cake_core::session::SessionId;

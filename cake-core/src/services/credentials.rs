@@ -227,10 +227,7 @@ impl CredentialService {
         credential: Option<CredentialId>,
         detail: serde_json::Value,
     ) -> Result<()> {
-        self.deps
-            .audit
-            .record(NewAuditEntry { action, actor: Some(actor.id), session, credential, detail })
-            .await
+        self.deps.audit.record(NewAuditEntry { action, actor: Some(actor.id), session, credential, detail }).await
     }
 }
 

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::credential::{BrokerGrant, SealedCredential};
-use crate::ports::{MockAuditLog, MockCredentialStore, MockIdGenerator, MockSecretCipher, MockTokenDeriver};
 use crate::ports::TokenGenerator;
+use crate::ports::{MockAuditLog, MockCredentialStore, MockIdGenerator, MockSecretCipher, MockTokenDeriver};
 use crate::user::{Role, UserId};
 
 const OWNER: UserId = UserId(Uuid::from_u128(1));
@@ -152,10 +152,7 @@ fn a_bad_secret_or_host_or_no_identity_never_reaches_the_store() {
         run(svc.link(Some(&me), kind, SecretString::from("ghp_x"), Some(&hosts))),
         Err(CoreError::InvalidInput { field: "hosts", .. })
     ));
-    assert!(matches!(
-        run(svc.link(None, kind, SecretString::from("ghp_x"), None)),
-        Err(CoreError::Unauthenticated)
-    ));
+    assert!(matches!(run(svc.link(None, kind, SecretString::from("ghp_x"), None)), Err(CoreError::Unauthenticated)));
 }
 
 #[test]

@@ -12,9 +12,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::ports::{
-    MockAuditLog, MockCredentialStore, MockTokenDeriver,
-    MockDataPlane, MockEventHub, MockIdGenerator, MockProviderRepository, MockSecretCipher, MockSessionRepository,
-    MockSessionRuntime, MockTokenGenerator, Spawner,
+    MockAuditLog, MockCredentialStore, MockDataPlane, MockEventHub, MockIdGenerator, MockProviderRepository,
+    MockSecretCipher, MockSessionRepository, MockSessionRuntime, MockTokenDeriver, MockTokenGenerator, Spawner,
 };
 use crate::session::{OwnerSummary, RuntimeState};
 use crate::user::{Role, UserId};

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use cake_core::credential::{CredentialId, CredentialKind, GitCredentialRequest};
 use cake_core::CoreError;
+use cake_core::credential::{CredentialId, CredentialKind, GitCredentialRequest};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{ApiResponse, OpenApi, payload::Json};

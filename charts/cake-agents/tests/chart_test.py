@@ -52,7 +52,7 @@ CRD_KINDS = {
 # Env vars the chart always sets on the control plane.
 ALWAYS_ENV = [
     "CAKE_LISTEN", "CAKE_PUBLIC_URL", "CAKE_DATA_DIR", "CAKE_LOG", "CAKE_LOG_JSON", "CAKE_RUNTIME",
-    "CAKE_INSTANCE", "CAKE_SESSION_NAMESPACE", "CAKE_DATA_PLANE_IMAGE", "CAKE_DATA_PLANE_INIT_IMAGE",
+    "CAKE_INSTANCE", "CAKE_SESSION_NAMESPACE", "CAKE_BROKER_URL", "CAKE_DATA_PLANE_IMAGE", "CAKE_DATA_PLANE_INIT_IMAGE",
     "CAKE_DATA_PLANE_IMAGE_PULL_POLICY", "CAKE_DATA_PLANE_SERVICE_ACCOUNT", "CAKE_DATA_PLANE_RESOURCES",
     "CAKE_DATA_PLANE_NODE_SELECTOR", "CAKE_DATA_PLANE_TOLERATIONS", "CAKE_DATA_PLANE_IMAGE_PULL_SECRETS",
     "CAKE_DATA_PLANE_PENDING_GRACE", "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS", "BETTER_AUTH_SECRET", "CAKE_EMAIL_AND_PASSWORD_ENABLED", "CAKE_HEADER_AUTH_ENABLED",
@@ -699,6 +699,11 @@ def _():
         {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}},
                 {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128", "fd00:10::/64"]}}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+                 "podSelector": {"matchLabels": {
+                     "app.kubernetes.io/name": "cake-agents", "app.kubernetes.io/instance": RELEASE,
+                     "app.kubernetes.io/component": "control-plane"}}}],
+         "ports": [{"protocol": "TCP", "port": 8080}]},
         {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "litellm"}}}],
          "ports": [{"protocol": "TCP", "port": 4000}]},
     ], "egress rules")
@@ -791,6 +796,16 @@ def _():
     ing = find(render(sets=["ingress.enabled=true"]), "Ingress")
     eq(ing["spec"]["rules"], [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
         "service": {"name": "cake-agents", "port": {"name": "http"}}}}]}}], "rules")
+
+
+@case("CAKE_BROKER_URL: the release's Service inside the cluster, under pathPrefix")
+def _():
+    eq(env_value(env_of(docs_of("defaults")), "CAKE_BROKER_URL"), f"http://cake-agents.{NAMESPACE}.svc:80",
+       "CAKE_BROKER_URL (defaults)")
+    eq(env_value(env_of(docs_of("istio-shared-gateway")), "CAKE_BROKER_URL"),
+       f"http://cake-agents.{NAMESPACE}.svc:80/agents", "CAKE_BROKER_URL (pathPrefix)")
+    eq(env_value(env_of(render(sets=["controlPlane.service.port=8081"])), "CAKE_BROKER_URL"),
+       f"http://cake-agents.{NAMESPACE}.svc:8081", "CAKE_BROKER_URL (service port)")
 
 
 @case("controlPlane.https=false: CAKE_PUBLIC_URL is http")
