@@ -100,6 +100,27 @@ impl EventHub for BroadcastHub {
     fn close(&self, session: SessionId) {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(&session);
     }
+
+    fn is_observed(&self, session: SessionId) -> bool {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&session).and_then(|ch| ch.tx.as_ref()).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    fn observed(&self) -> Vec<SessionId> {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .filter(|(_, ch)| ch.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn last_status_version(&self, session: SessionId) -> Option<i64> {
+        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&session)?.buffer.iter().rev().find_map(|f| match &f.data {
+            FrameData::Status(s) => Some(s.version),
+            FrameData::OpenCode(_) => None,
+        })
+    }
 }
 
 #[cfg(test)]

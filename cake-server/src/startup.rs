@@ -266,6 +266,21 @@ impl Application {
             let s = sessions.clone();
             background.push(tokio::spawn(async move { s.watch_runtime().await }));
         }
+        {
+            // What other replicas (and this one) change reaches this replica's observers.
+            let (on_change, on_gap) = (sessions.clone(), sessions.clone());
+            background.push(tokio::spawn(postgres::changes::follow_session_changes(
+                pool.clone(),
+                move |id| {
+                    let s = on_change.clone();
+                    async move { s.refresh(id).await }
+                },
+                move || {
+                    let s = on_gap.clone();
+                    async move { s.refresh_observed().await }
+                },
+            )));
+        }
         match sessions.recover().await {
             Ok(0) => {}
             Ok(n) if runtime_survives => tracing::info!(sessions = n, "serving the ready sessions found running"),

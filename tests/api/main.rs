@@ -9,5 +9,6 @@ mod kubernetes;
 mod kubernetes_lifecycle;
 mod lifecycle;
 mod oidc;
+mod replicas;
 mod restart;
 mod validation;

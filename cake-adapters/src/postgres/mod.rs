@@ -2,6 +2,7 @@
 //! queries; the offline data in `.sqlx/` lets builds run without a database.
 
 mod auth_repository;
+pub mod changes;
 mod credential_store;
 pub mod embedded;
 mod provider_repository;

@@ -24,4 +24,11 @@ pub trait EventHub: Send + Sync {
     fn subscribe(&self, session: SessionId, last_event_id: Option<u64>) -> Subscription;
     /// Ends every subscription of a session and forgets its buffer.
     fn close(&self, session: SessionId);
+    /// Whether the session has observers in this process now.
+    fn is_observed(&self, session: SessionId) -> bool;
+    /// The sessions with observers in this process now.
+    fn observed(&self) -> Vec<SessionId>;
+    /// The `version` of the newest status frame still buffered for the session, if any: what
+    /// this process's observers last saw of it.
+    fn last_status_version(&self, session: SessionId) -> Option<i64>;
 }

@@ -401,12 +401,58 @@ impl SessionService {
         Ok((live.endpoint, live.opencode_session))
     }
 
+    /// Shows this process's observers of a session what the database now holds, when it is
+    /// newer than the last status frame they got: the session was changed by another
+    /// control-plane replica (retitled, made private, failed, deleted) or by this one. Called
+    /// for each change the database reports ([`crate::ports`] adapters: PostgreSQL
+    /// `LISTEN`/`NOTIFY`). A session nobody here observes costs nothing; one made ready
+    /// elsewhere starts being relayed here; one that failed or is being deleted stops; a
+    /// deleted one ends its streams.
+    pub async fn refresh(&self, id: SessionId) {
+        if !self.deps().hub.is_observed(id) {
+            return;
+        }
+        match self.deps().sessions.get(id).await {
+            Ok(Some(session)) => {
+                let seen = self.deps().hub.last_status_version(id);
+                if seen.is_some_and(|v| v >= session.version) {
+                    return;
+                }
+                if !session.status.is_live() {
+                    self.forget(id);
+                }
+                self.publish_status(&session);
+                // Made ready by another replica: its OpenCode events reach observers here too.
+                self.ensure_relay(&session);
+            }
+            Ok(None) => {
+                self.forget(id);
+                self.deps().hub.close(id);
+            }
+            // The next change, or the next resynchronisation, tries again.
+            Err(_) => {}
+        }
+    }
+
+    /// [`Self::refresh`] for every session observed here: after changes may have been missed
+    /// (the change feed reconnected).
+    pub async fn refresh_observed(&self) {
+        for id in self.deps().hub.observed() {
+            self.refresh(id).await;
+        }
+    }
+
     /// Whether the runtime backend answers (for `/readyz`).
     pub async fn runtime_health(&self) -> Result<()> {
         self.deps().runtime.health().await
     }
 
+    /// Publishes a status frame, unless observers here already got this version or a newer
+    /// one (from [`Self::refresh`]): a late frame must not show them an older state.
     fn publish_status(&self, session: &Session) {
+        if self.deps().hub.last_status_version(session.id).is_some_and(|v| v >= session.version) {
+            return;
+        }
         self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
     }
 

@@ -80,6 +80,7 @@ impl Mocks {
         let mut hub = MockEventHub::new();
         hub.expect_publish().returning(|_, _| 1);
         hub.expect_close().returning(|_| ());
+        hub.expect_last_status_version().returning(|_| None);
         Self {
             repo: MockSessionRepository::new(),
             providers,
@@ -578,4 +579,44 @@ fn a_start_overtaken_by_another_replica_fails_nothing() {
     run(svc.start(SID));
     let s = stored.lock().unwrap().clone();
     assert_eq!((s.status, s.status_reason), (Status::Ready, None));
+}
+
+#[test]
+fn changes_from_elsewhere_reach_observers_here_once_and_never_out_of_order() {
+    // Nobody observes the session here: the change costs no read.
+    let mut m = Mocks::new(true);
+    m.hub.expect_is_observed().returning(|_| false);
+    m.repo.expect_get().times(0);
+    run(m.build(Collect::default()).refresh(SID));
+
+    // Observed, and the database holds a newer version than observers saw: one frame.
+    for (seen, stored, frames) in [(Some(3), 4, 1), (Some(4), 4, 0), (Some(5), 4, 0), (None, 4, 1)] {
+        let mut hub = MockEventHub::new();
+        hub.expect_is_observed().returning(|_| true);
+        hub.expect_last_status_version().returning(move |_| seen);
+        hub.expect_publish()
+            .withf(move |_, f| matches!(f, FrameData::Status(s) if s.version == stored && s.title == "retitled"))
+            .times(frames)
+            .returning(|_, _| 1);
+        let mut m = Mocks::new(true);
+        m.hub = hub;
+        m.repo.expect_get().returning(move |_| {
+            let mut s = session(Status::Ready, Visibility::Public);
+            s.version = stored;
+            s.title = "retitled".into();
+            Ok(Some(s))
+        });
+        run(m.build(Collect::default()).refresh(SID));
+    }
+
+    // Deleted elsewhere: the streams here end.
+    let mut m = Mocks::new(true);
+    m.hub.expect_is_observed().returning(|_| true);
+    m.repo.expect_get().returning(|_| Ok(None));
+    let mut hub = MockEventHub::new();
+    hub.expect_is_observed().returning(|_| true);
+    hub.expect_close().with(eq(SID)).times(1).returning(|_| ());
+    hub.expect_publish().times(0);
+    m.hub = hub;
+    run(m.build(Collect::default()).refresh(SID));
 }

@@ -715,14 +715,14 @@ def _():
                                                                  {"ipBlock": {"cidr": "::/0"}}]}, "no except")
 
 
-@case("defaults: one replica, Recreate (one control plane at a time); everything: RollingUpdate as set")
+@case("defaults: one replica, RollingUpdate without a gap; a strategy set as a whole is used as given")
 def _():
     dep, _ = control_plane(docs_of("defaults"))
     eq(dep["spec"]["replicas"], 1, "replicas")
-    eq(dep["spec"]["strategy"], {"type": "Recreate"}, "strategy")
-    dep, _ = control_plane(docs_of("everything"))
     eq(dep["spec"]["strategy"], {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
        "strategy")
+    dep, _ = control_plane(render(set_json=['controlPlane.deployment.strategy={"type":"Recreate"}']))
+    eq(dep["spec"]["strategy"], {"type": "Recreate"}, "strategy")
 
 
 @case("session-namespace: sessionNamespace.name without create renders no Namespace")
@@ -1229,11 +1229,12 @@ def _():
         check(line in text, f"NOTES lack {line!r}")
 
 
-@case("NOTES.txt: several replicas are warned about; one is not")
+@case("NOTES.txt: several replicas are explained; one is not")
 def _():
-    check("replicas" not in notes().lower(), "a warning about replicas with one replica")
+    check("replicas" not in notes().lower(), "a note about replicas with one replica")
     text = notes(sets=["controlPlane.deployment.replicas=2"])
-    check("event stream" in text and "replicas: 1" in text, f"no warning about 2 replicas: {text[-800:]}")
+    check("2 control plane replicas share every session" in text and "cake-agents-reconciler" in text,
+          f"no note about 2 replicas: {text[-800:]}")
 
 
 @case("NOTES.txt: with Istio and a session namespace it points at the URL and that namespace")
