@@ -16,6 +16,8 @@
 //!   audit log's records.
 //! - [`provider`]: admin-managed model providers in OpenCode's format, secret masking and the
 //!   per-session OpenCode config built from them.
+//! - [`settings`]: the visibility new sessions start with, per surface, for the organisation
+//!   and each user.
 //! - [`events`]: the frames that flow from a data plane to the observers of a session.
 //! - [`ports`]: the traits adapters implement.
 //! - [`services`]: the use cases ([`services::SessionService`], [`services::AuthService`],
@@ -31,6 +33,7 @@ pub mod provider;
 pub mod ratelimit;
 pub mod services;
 pub mod session;
+pub mod settings;
 pub mod user;
 
 pub use error::CoreError;

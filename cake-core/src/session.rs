@@ -102,8 +102,9 @@ impl AsRef<str> for PromptText {
     }
 }
 
-/// Who can see a session.
+/// Who can see a session (`public` or `private` in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Listed and observable by everyone signed in.
     Public,

@@ -15,7 +15,7 @@ use cake_adapters::oidc::{OidcClient, OidcConfig};
 use cake_adapters::opencode::OpenCodeClient;
 use cake_adapters::postgres::{
     self, DbError, PgAuthRepository, PgConnectOptions, PgCredentialStore, PgProviderRepository, PgSessionRepository,
-    PgUserRepository, embedded::EmbeddedPostgres,
+    PgSettingsRepository, PgUserRepository, embedded::EmbeddedPostgres,
 };
 use cake_adapters::relay::BroadcastHub;
 use cake_adapters::system::{RandomIds, SystemClock, TokioSpawner};
@@ -23,6 +23,7 @@ use cake_core::ports::{HeaderIdentity, OidcProvider, SessionRuntime};
 use cake_core::ratelimit::Rate;
 use cake_core::services::{
     AuthConfig, AuthService, CredentialDeps, CredentialService, ProviderService, SessionDeps, SessionService,
+    SettingsService,
 };
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Redirect;
@@ -232,6 +233,7 @@ impl Application {
             sessions: sessions.clone(),
             providers,
             credentials,
+            settings: SettingsService::new(Arc::new(PgSettingsRepository::new(pool.clone()))),
             cookies: Arc::new(
                 CookieSigner::new(
                     SecretString::from(hex_key(&secret)),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cake_core::services::{AuthService, CredentialService, ProviderService, SessionService};
+use cake_core::services::{AuthService, CredentialService, ProviderService, SessionService, SettingsService};
 use futures::future::BoxFuture;
 
 use crate::identity::CookieSigner;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub providers: ProviderService,
     /// Linked credentials, the broker and the audit log.
     pub credentials: CredentialService,
+    /// Organisation and user settings.
+    pub settings: SettingsService,
     /// Signs and verifies the session cookie.
     pub cookies: Arc<CookieSigner>,
     /// HTTP client for the raw OpenCode pass-through.

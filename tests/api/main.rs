@@ -11,4 +11,5 @@ mod lifecycle;
 mod oidc;
 mod replicas;
 mod restart;
+mod settings;
 mod validation;

@@ -7,12 +7,14 @@ mod credential_store;
 pub mod embedded;
 mod provider_repository;
 mod session_repository;
+mod settings_repository;
 mod user_repository;
 
 pub use auth_repository::PgAuthRepository;
 pub use credential_store::PgCredentialStore;
 pub use provider_repository::PgProviderRepository;
 pub use session_repository::PgSessionRepository;
+pub use settings_repository::PgSettingsRepository;
 pub use user_repository::PgUserRepository;
 
 use cake_core::CoreError;

@@ -14,6 +14,7 @@ mod identity;
 mod provider_repository;
 mod session_repository;
 mod session_runtime;
+mod settings_repository;
 mod system;
 mod user_repository;
 
@@ -26,5 +27,6 @@ pub use identity::*;
 pub use provider_repository::*;
 pub use session_repository::*;
 pub use session_runtime::*;
+pub use settings_repository::*;
 pub use system::*;
 pub use user_repository::*;

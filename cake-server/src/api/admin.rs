@@ -7,7 +7,7 @@ use poem_openapi::{OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::dto::{ProvidersDto, UserDto};
+use super::dto::{OrgSettingsDto, ProvidersDto, UserDto};
 use super::me::NoContent;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Identity;
@@ -94,5 +94,33 @@ impl AdminApi {
         state.sessions.remove_all_of(actor.as_ref(), user).await?;
         state.auth.remove_user(actor.as_ref(), user).await?;
         Ok(NoContent::Done)
+    }
+
+    /// The organisation's settings: the default visibility of new sessions per surface.
+    ///
+    /// Errors: `unauthenticated` (401), `not_admin` (403).
+    #[oai(path = "/settings", method = "get", operation_id = "get_org_settings")]
+    async fn get_settings(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<OrgSettingsDto>> {
+        let defaults = state.settings.organisation(identity.actor().as_ref()).await?;
+        Ok(Json(OrgSettingsDto { default_visibility: defaults.into() }))
+    }
+
+    /// Replace the organisation's settings (every surface must be given).
+    ///
+    /// Errors: `unauthenticated` (401), `not_admin` (403), `invalid_request` (400).
+    #[oai(path = "/settings", method = "put", operation_id = "put_org_settings")]
+    async fn put_settings(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        body: Json<OrgSettingsDto>,
+    ) -> ApiResult<Json<OrgSettingsDto>> {
+        let defaults =
+            state.settings.set_organisation(identity.actor().as_ref(), body.0.default_visibility.into()).await?;
+        Ok(Json(OrgSettingsDto { default_visibility: defaults.into() }))
     }
 }

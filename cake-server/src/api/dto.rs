@@ -496,3 +496,121 @@ pub struct AuditPage {
     /// Pass as `before` for the next page; null at the end.
     pub next_cursor: Option<String>,
 }
+
+/// A session visibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "Visibility", rename_all = "lowercase")]
+pub enum VisibilityDto {
+    /// Listed and observable by everyone signed in.
+    Public,
+    /// Visible only to the owner.
+    Private,
+}
+
+impl From<cake_core::session::Visibility> for VisibilityDto {
+    fn from(v: cake_core::session::Visibility) -> Self {
+        match v {
+            cake_core::session::Visibility::Public => Self::Public,
+            cake_core::session::Visibility::Private => Self::Private,
+        }
+    }
+}
+
+impl From<VisibilityDto> for cake_core::session::Visibility {
+    fn from(v: VisibilityDto) -> Self {
+        match v {
+            VisibilityDto::Public => Self::Public,
+            VisibilityDto::Private => Self::Private,
+        }
+    }
+}
+
+/// A user's default visibility per surface; `null` inherits the organisation's.
+#[derive(Debug, Clone, Copy, Object)]
+#[oai(rename = "VisibilityPreferences", rename_all = "camelCase", deny_unknown_fields)]
+pub struct VisibilityPreferencesDto {
+    /// Sessions started in the web UI.
+    pub web: Option<VisibilityDto>,
+    /// Sessions started from a Slack thread.
+    pub slack_thread: Option<VisibilityDto>,
+    /// Sessions started from a Slack direct message.
+    pub slack_dm: Option<VisibilityDto>,
+}
+
+impl From<cake_core::settings::VisibilityPreferences> for VisibilityPreferencesDto {
+    fn from(p: cake_core::settings::VisibilityPreferences) -> Self {
+        Self {
+            web: p.web.map(Into::into),
+            slack_thread: p.slack_thread.map(Into::into),
+            slack_dm: p.slack_dm.map(Into::into),
+        }
+    }
+}
+
+impl From<VisibilityPreferencesDto> for cake_core::settings::VisibilityPreferences {
+    fn from(p: VisibilityPreferencesDto) -> Self {
+        Self {
+            web: p.web.map(Into::into),
+            slack_thread: p.slack_thread.map(Into::into),
+            slack_dm: p.slack_dm.map(Into::into),
+        }
+    }
+}
+
+/// The default visibility per surface, every one set.
+#[derive(Debug, Clone, Copy, Object)]
+#[oai(rename = "VisibilityDefaults", rename_all = "camelCase", deny_unknown_fields)]
+pub struct VisibilityDefaultsDto {
+    /// Sessions started in the web UI.
+    pub web: VisibilityDto,
+    /// Sessions started from a Slack thread.
+    pub slack_thread: VisibilityDto,
+    /// Sessions started from a Slack direct message.
+    pub slack_dm: VisibilityDto,
+}
+
+impl From<cake_core::settings::VisibilityDefaults> for VisibilityDefaultsDto {
+    fn from(d: cake_core::settings::VisibilityDefaults) -> Self {
+        Self { web: d.web.into(), slack_thread: d.slack_thread.into(), slack_dm: d.slack_dm.into() }
+    }
+}
+
+impl From<VisibilityDefaultsDto> for cake_core::settings::VisibilityDefaults {
+    fn from(d: VisibilityDefaultsDto) -> Self {
+        Self { web: d.web.into(), slack_thread: d.slack_thread.into(), slack_dm: d.slack_dm.into() }
+    }
+}
+
+/// `GET`/`PUT /api/me/settings`.
+#[derive(Debug, Object)]
+#[oai(rename = "UserSettings", rename_all = "camelCase")]
+pub struct UserSettingsDto {
+    /// Your choices (`null`: the organisation's default).
+    pub default_visibility: VisibilityPreferencesDto,
+    /// What applies to you: your choices over the organisation's defaults (what a client
+    /// preselects when starting a session).
+    pub effective_default_visibility: VisibilityDefaultsDto,
+}
+
+impl From<cake_core::services::UserSettings> for UserSettingsDto {
+    fn from(s: cake_core::services::UserSettings) -> Self {
+        Self { default_visibility: s.preferences.into(), effective_default_visibility: s.effective.into() }
+    }
+}
+
+/// `PUT /api/me/settings`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutUserSettingsBody {
+    /// Your choices; a surface left out or `null` inherits the organisation's default.
+    pub default_visibility: VisibilityPreferencesDto,
+}
+
+/// `GET`/`PUT /api/admin/settings`: the organisation's defaults.
+#[derive(Debug, Object)]
+#[oai(rename = "OrgSettings", rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrgSettingsDto {
+    /// The default visibility per surface (as Cake ships: web public, Slack threads public,
+    /// Slack DMs private).
+    pub default_visibility: VisibilityDefaultsDto,
+}

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::dto::{CreateTokenBody, CreatedToken, TokenDto, UserDto, rfc3339};
+use super::dto::{CreateTokenBody, CreatedToken, PutUserSettingsBody, TokenDto, UserDto, UserSettingsDto, rfc3339};
 use crate::error::ApiResult;
 use crate::identity::Identity;
 use std::sync::Arc;
@@ -86,5 +86,31 @@ impl MeApi {
     ) -> ApiResult<NoContent> {
         state.auth.delete_api_token(identity.actor().as_ref(), id.0).await?;
         Ok(NoContent::Done)
+    }
+
+    /// Your settings: the visibility new sessions start with, per surface.
+    ///
+    /// Errors: `unauthenticated` (401).
+    #[oai(path = "/settings", method = "get", operation_id = "get_my_settings")]
+    async fn get_settings(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+    ) -> ApiResult<Json<UserSettingsDto>> {
+        Ok(Json(state.settings.mine(identity.actor().as_ref()).await?.into()))
+    }
+
+    /// Replace your settings; `null` (or a surface left out) inherits the organisation's default.
+    ///
+    /// Errors: `unauthenticated` (401), `invalid_request` (400).
+    #[oai(path = "/settings", method = "put", operation_id = "put_my_settings")]
+    async fn put_settings(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        body: Json<PutUserSettingsBody>,
+    ) -> ApiResult<Json<UserSettingsDto>> {
+        let prefs = body.0.default_visibility.into();
+        Ok(Json(state.settings.set_mine(identity.actor().as_ref(), prefs).await?.into()))
     }
 }
