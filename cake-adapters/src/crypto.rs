@@ -88,8 +88,28 @@ impl SecretCipher for AesCipher {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Argon2Hasher;
 
+/// Runs CPU-heavy work (argon2 takes tens of milliseconds by design) without stalling the other
+/// tasks of the async worker it is called on: on a multi-threaded tokio runtime the worker
+/// hands its other tasks over first (`block_in_place`); anywhere else it simply runs.
+fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 impl PasswordHasher for Argon2Hasher {
     fn hash(&self, password: &SecretString) -> Result<String> {
+        cpu_bound(|| Self::hash_now(password))
+    }
+
+    fn verify(&self, password: &SecretString, hash: &str) -> bool {
+        cpu_bound(|| Self::verify_now(password, hash))
+    }
+}
+
+impl Argon2Hasher {
+    fn hash_now(password: &SecretString) -> Result<String> {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt).map_err(|e| CoreError::internal(e.to_string()))?;
@@ -99,7 +119,7 @@ impl PasswordHasher for Argon2Hasher {
             .map_err(|e| CoreError::internal(e.to_string()))
     }
 
-    fn verify(&self, password: &SecretString, hash: &str) -> bool {
+    fn verify_now(password: &SecretString, hash: &str) -> bool {
         PasswordHash::new(hash)
             .map(|h| argon2::Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
             .unwrap_or(false)

@@ -4,9 +4,14 @@
 //! Frame ids start at the hub's creation time in microseconds since the epoch and increase by
 //! one per frame, so ids stay increasing across control-plane restarts and a client resuming
 //! with an id from before a restart simply gets the whole buffer.
+//!
+//! Memory stays bounded by the sessions in use: a session's buffer is dropped once nobody has
+//! observed it and nothing was published to it for the idle TTL (10 minutes by default), so
+//! a long-lived control plane does not keep the last frames of every session it ever relayed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use cake_core::events::{Frame, FrameData};
 use cake_core::ports::{EventHub, Subscription};
@@ -16,6 +21,8 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
 struct Channel {
+    /// The last publish, subscription or observer seen: when the buffer was last of use.
+    touched: Instant,
     /// Created on the first subscription and dropped when the last observer has gone, so a
     /// session nobody watches costs only its replay buffer (a broadcast channel allocates its
     /// whole ring up front).
@@ -28,6 +35,9 @@ pub struct BroadcastHub {
     channels: Mutex<HashMap<SessionId, Channel>>,
     next_id: Mutex<u64>,
     buffer_len: usize,
+    idle_ttl: Duration,
+    sweep_every: Duration,
+    last_sweep: Mutex<Instant>,
 }
 
 impl BroadcastHub {
@@ -39,11 +49,50 @@ impl BroadcastHub {
             channels: Mutex::new(HashMap::new()),
             next_id: Mutex::new(u64::try_from(start).unwrap_or(1)),
             buffer_len: buffer_len.max(1),
+            idle_ttl: Duration::from_secs(600),
+            sweep_every: Duration::from_secs(30),
+            last_sweep: Mutex::new(Instant::now()),
         }
     }
 
+    /// Drops a session's buffer after `idle_ttl` without observers or frames, checking at most
+    /// every `sweep_every`.
+    pub fn with_idle_ttl(mut self, idle_ttl: Duration, sweep_every: Duration) -> Self {
+        self.idle_ttl = idle_ttl;
+        self.sweep_every = sweep_every;
+        self
+    }
+
+    /// How many sessions have a buffer now.
+    pub fn buffered_sessions(&self) -> usize {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     fn channel<'a>(&self, map: &'a mut HashMap<SessionId, Channel>, id: SessionId) -> &'a mut Channel {
-        map.entry(id).or_insert_with(|| Channel { tx: None, buffer: VecDeque::new() })
+        let ch =
+            map.entry(id).or_insert_with(|| Channel { touched: Instant::now(), tx: None, buffer: VecDeque::new() });
+        ch.touched = Instant::now();
+        ch
+    }
+
+    /// Drops the buffers of sessions idle for the TTL (amortised: at most every `sweep_every`).
+    fn sweep(&self, map: &mut HashMap<SessionId, Channel>) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(PoisonError::into_inner);
+            if now.duration_since(*last) < self.sweep_every {
+                return;
+            }
+            *last = now;
+        }
+        let ttl = self.idle_ttl;
+        map.retain(|_, ch| {
+            if ch.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0) {
+                ch.touched = now;
+                return true;
+            }
+            now.duration_since(ch.touched) < ttl
+        });
     }
 }
 
@@ -56,6 +105,7 @@ impl Default for BroadcastHub {
 impl EventHub for BroadcastHub {
     fn publish(&self, session: SessionId, data: FrameData) -> u64 {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sweep(&mut map);
         let id = {
             let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
             *next += 1;
@@ -80,6 +130,7 @@ impl EventHub for BroadcastHub {
 
     fn subscribe(&self, session: SessionId, last_event_id: Option<u64>) -> Subscription {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sweep(&mut map);
         let ch = self.channel(&mut map, session);
         // Subscribing under the lock means no frame falls between backlog and live.
         let buffer_len = self.buffer_len;
@@ -173,5 +224,24 @@ mod tests {
         let mut a = hub.subscribe(s, None);
         hub.close(s);
         assert!(a.live.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_buffers_are_dropped_but_observed_ones_stay() {
+        let hub = BroadcastHub::new(8).with_idle_ttl(Duration::from_millis(50), Duration::ZERO);
+        let (watched, idle) = (SessionId(uuid::Uuid::from_u128(1)), SessionId(uuid::Uuid::from_u128(2)));
+        let sub = hub.subscribe(watched, None);
+        hub.publish(watched, ev(1));
+        hub.publish(idle, ev(1));
+        assert_eq!(hub.buffered_sessions(), 2);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Any publish sweeps: the idle session's buffer goes, the observed one's stays.
+        hub.publish(watched, ev(2));
+        assert_eq!(hub.buffered_sessions(), 1);
+        assert!(hub.is_observed(watched) && hub.last_status_version(idle).is_none());
+        drop(sub);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        hub.publish(idle, ev(3));
+        assert_eq!(hub.buffered_sessions(), 1, "only the session just published to");
     }
 }

@@ -14,7 +14,10 @@ async fn users_override_the_organisations_default_visibility() {
     let (status, mine) = member.get("/api/me/settings").await;
     assert_eq!(status, 200, "{mine}");
     assert_eq!(mine["defaultVisibility"], json!({"web": null, "slackThread": null, "slackDm": null}));
-    assert_eq!(mine["effectiveDefaultVisibility"], json!({"web": "public", "slackThread": "public", "slackDm": "private"}));
+    assert_eq!(
+        mine["effectiveDefaultVisibility"],
+        json!({"web": "public", "slackThread": "public", "slackDm": "private"})
+    );
 
     // A member's own choice.
     let body = json!({"defaultVisibility": {"web": "private"}});
@@ -53,7 +56,10 @@ async fn users_override_the_organisations_default_visibility() {
 
     // What the member inherits follows; their own choice stays.
     let (_, mine) = member.get("/api/me/settings").await;
-    assert_eq!(mine["effectiveDefaultVisibility"], json!({"web": "private", "slackThread": "private", "slackDm": "private"}));
+    assert_eq!(
+        mine["effectiveDefaultVisibility"],
+        json!({"web": "private", "slackThread": "private", "slackDm": "private"})
+    );
     let (_, mine) = member.send("PUT", "/api/me/settings", Some(json!({"defaultVisibility": {"web": null}}))).await;
     assert_eq!(mine["effectiveDefaultVisibility"]["web"], "public", "back to the organisation's");
     app.stop().await;
