@@ -11,10 +11,9 @@
 
 use std::time::Duration;
 
-use cake_server::config::{Config, RuntimeKind};
 use cake_server::startup::Application;
-use cake_tests::app::{PROVIDER_KEY, TestUser, opencode_bin, spawn_app_with, test_config};
-use cake_tests::fake_kube::{FakeKube, FakeKubelet, secret_data};
+use cake_tests::app::{PROVIDER_KEY, opencode_bin, sign_in, spawn_app_with, test_config};
+use cake_tests::fake_kube::{FakeKube, FakeKubelet, secret_data, use_fake_kube};
 use serde_json::{Value, json};
 
 const NS: &str = "agents";
@@ -27,32 +26,10 @@ fn opencode_type(f: &cake_tests::sse::SseFrame) -> Option<&str> {
     (f.event.as_deref() == Some("opencode")).then(|| f.data["type"].as_str()).flatten()
 }
 
-fn on_kube(c: &mut Config, kube: &FakeKube) {
-    c.runtime = RuntimeKind::Kubernetes;
-    c.kube_api_url = Some(kube.uri());
-    c.session_namespace = Some(NS.into());
-    c.data_plane_image = Some("cake/data-plane:test".into());
-    c.data_plane_init_image = Some("cake/data-plane-init:test".into());
-    c.data_plane_start_timeout = 120;
-}
-
-async fn sign_in(base: &str, email: &str) -> TestUser {
-    let client = cake_tests::app::browser(base);
-    let resp = client
-        .post(format!("{base}/api/auth/sign-in/email"))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    TestUser { client, base: base.into(), id: body["user"]["id"].as_str().unwrap().into(), email: email.into() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     let kube = FakeKube::start().await;
-    let mut app = spawn_app_with(|c| on_kube(c, &kube)).await;
+    let mut app = spawn_app_with(|c| use_fake_kube(c, &kube, NS, 120)).await;
     let admin = app.sign_up("alice").await;
     let (status, _) = admin.send("PUT", "/api/admin/providers", Some(app.provider_body(PROVIDER_KEY, None))).await;
     assert_eq!(status, 200);
@@ -116,7 +93,7 @@ async fn a_session_is_served_by_its_pod_from_prompt_to_deletion() {
     let writes_before = kube.calls().await.iter().filter(|(m, p)| m != "GET" && !p.contains("/leases")).count();
     let dir2 = tempfile::Builder::new().prefix("cake-test").tempdir_in("/tmp").unwrap();
     let mut config2 = test_config(dir2.path().into(), Some(app.database_url.clone()));
-    on_kube(&mut config2, &kube);
+    use_fake_kube(&mut config2, &kube, NS, 120);
     let app2 = Application::build(config2).await.expect("the second control plane starts");
     let base2 = format!("http://127.0.0.1:{}", app2.port());
     let admin2 = sign_in(&base2, &admin.email).await;
@@ -189,7 +166,7 @@ async fn invalid_kubernetes_settings_are_a_clear_startup_error() {
         (Box::new(|c| c.data_plane_image = None), "CAKE_DATA_PLANE_IMAGE is required"),
     ] {
         let mut config = cake_tests::app::test_config(dir.path().into(), Some(database_url.clone()));
-        config.runtime = RuntimeKind::Kubernetes;
+        config.runtime = cake_server::config::RuntimeKind::Kubernetes;
         config.kube_api_url = Some("http://127.0.0.1:9".into());
         config.data_plane_image = Some("cake/data-plane:test".into());
         config.data_plane_init_image = Some("cake/data-plane-init:test".into());

@@ -6,37 +6,14 @@
 
 use std::time::Duration;
 
-use cake_server::config::{Config, RuntimeKind};
 use cake_server::startup::Application;
-use cake_tests::app::{PROVIDER_KEY, TestUser, browser, spawn_app_with, test_config};
-use cake_tests::fake_kube::FakeKube;
+use cake_tests::app::{PROVIDER_KEY, sign_in, spawn_app_with, test_config};
+use cake_tests::fake_kube::{FakeKube, use_fake_kube};
 use cake_tests::sse::SseFrame;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "replicas";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn on_kube(c: &mut Config, kube: &FakeKube) {
-    c.runtime = RuntimeKind::Kubernetes;
-    c.kube_api_url = Some(kube.uri());
-    c.session_namespace = Some(NS.into());
-    c.data_plane_image = Some("cake/data-plane:test".into());
-    c.data_plane_init_image = Some("cake/data-plane-init:test".into());
-    c.data_plane_start_timeout = 600;
-}
-
-async fn sign_in(base: &str, email: &str) -> TestUser {
-    let client = browser(base);
-    let resp = client
-        .post(format!("{base}/api/auth/sign-in/email"))
-        .json(&json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    TestUser { client, base: base.into(), id: body["user"]["id"].as_str().unwrap().into(), email: email.into() }
-}
 
 fn is_status(f: &SseFrame) -> bool {
     f.event.as_deref() == Some("status")
@@ -45,7 +22,7 @@ fn is_status(f: &SseFrame) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_on_one_replica_reach_observers_on_another() {
     let kube = FakeKube::start().await;
-    let mut app = spawn_app_with(|c| on_kube(c, &kube)).await;
+    let mut app = spawn_app_with(|c| use_fake_kube(c, &kube, NS, 600)).await;
     let alice = app.sign_up("alice").await;
     let bob = app.sign_up("bob").await;
     let (status, _) = alice.send("PUT", "/api/admin/providers", Some(app.provider_body(PROVIDER_KEY, None))).await;
@@ -53,7 +30,7 @@ async fn changes_made_on_one_replica_reach_observers_on_another() {
 
     let dir2 = tempfile::Builder::new().prefix("cake-test").tempdir_in("/tmp").unwrap();
     let mut config2 = test_config(dir2.path().into(), Some(app.database_url.clone()));
-    on_kube(&mut config2, &kube);
+    use_fake_kube(&mut config2, &kube, NS, 600);
     let app2 = Application::build(config2).await.expect("the second replica starts");
     let base2 = format!("http://127.0.0.1:{}", app2.port());
     let bob2 = sign_in(&base2, &bob.email).await;

@@ -5,27 +5,9 @@
 use std::time::Duration;
 
 use cake_server::startup::Application;
-use cake_tests::app::{PROVIDER_KEY, TestUser, test_config};
+use cake_tests::app::{PROVIDER_KEY, sign_in, test_config};
 use cake_tests::fake_model::FakeModel;
-use serde_json::{Value, json};
-
-async fn sign_in(base: &str) -> TestUser {
-    let client = cake_tests::app::browser(base);
-    let resp = client
-        .post(format!("{base}/api/auth/sign-in/email"))
-        .json(&json!({"email": "gina@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    TestUser {
-        client,
-        base: base.into(),
-        id: body["user"]["id"].as_str().unwrap().into(),
-        email: "gina@example.com".into(),
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_on_the_same_data_dir_keeps_users_and_sessions() {
@@ -42,7 +24,7 @@ async fn restart_on_the_same_data_dir_keeps_users_and_sessions() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let gina = sign_in(&base).await;
+    let gina = sign_in(&base, "gina@example.com").await;
     let providers = json!({
         "providers": {"fake": {"npm": "@ai-sdk/openai-compatible", "options": {"baseURL": model.base_url, "apiKey": PROVIDER_KEY},
                       "models": {"fake-model": {"name": "Fake"}}}},
@@ -68,7 +50,7 @@ async fn restart_on_the_same_data_dir_keeps_users_and_sessions() {
 
     let app = Application::build(test_config(dir.path().into(), None)).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
-    let gina = sign_in(&base).await;
+    let gina = sign_in(&base, "gina@example.com").await;
     let (status, again) = gina.get(&format!("/api/sessions/{id}")).await;
     assert_eq!(status, 200, "the session survived: {again}");
     gina.wait_status(&id, "ready", Duration::from_secs(120)).await;

@@ -78,6 +78,21 @@ pub fn browser(base: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Signs `email` in (with the password [`TestApp::sign_up`] gives everyone) on the control
+/// plane at `base`, in a browser of its own.
+pub async fn sign_in(base: &str, email: &str) -> TestUser {
+    let client = browser(base);
+    let resp = client
+        .post(format!("{base}/api/auth/sign-in/email"))
+        .json(&json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "sign-in of {email}");
+    let body: Value = resp.json().await.unwrap();
+    TestUser { client, base: base.into(), id: body["user"]["id"].as_str().unwrap().into(), email: email.into() }
+}
+
 /// The configuration the tests use.
 pub fn test_config(data_dir: PathBuf, database_url: Option<String>) -> Config {
     let mut c = Config::for_data_dir(data_dir);

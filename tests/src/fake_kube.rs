@@ -498,6 +498,17 @@ pub fn secret_data(secret: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Points a control plane's configuration at a fake API server: the Kubernetes runtime, its
+/// sessions in `namespace`, test images, a start timeout of `start_timeout_secs`.
+pub fn use_fake_kube(c: &mut cake_server::config::Config, kube: &FakeKube, namespace: &str, start_timeout_secs: u64) {
+    c.runtime = cake_server::config::RuntimeKind::Kubernetes;
+    c.kube_api_url = Some(kube.uri());
+    c.session_namespace = Some(namespace.into());
+    c.data_plane_image = Some("cake/data-plane:test".into());
+    c.data_plane_init_image = Some("cake/data-plane-init:test".into());
+    c.data_plane_start_timeout = start_timeout_secs;
+}
+
 /// The node of the foundation scenario: runs a pod's `data-plane` container as a real
 /// OpenCode process on the pod's own loopback IP.
 pub struct FakeKubelet {

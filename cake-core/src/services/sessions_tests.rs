@@ -182,20 +182,22 @@ fn create_stores_the_first_prompt_and_starts_in_the_background() {
     assert_eq!(spawner.take().len(), 1);
 }
 
+fn github_credential(id: crate::credential::CredentialId, owner: UserId) -> crate::credential::LinkedCredential {
+    crate::credential::LinkedCredential {
+        id,
+        owner,
+        kind: crate::credential::CredentialKind::GitHub,
+        hosts: crate::credential::CredentialKind::GitHub.default_hosts(),
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        updated_at: OffsetDateTime::UNIX_EPOCH,
+    }
+}
+
 #[test]
 fn a_session_cannot_be_granted_someone_elses_credential() {
     let mut m = Mocks::new(true);
     let theirs = Uuid::from_u128(77);
-    m.credentials.expect_get().returning(move |id| {
-        Ok(Some(crate::credential::LinkedCredential {
-            id,
-            owner: OTHER,
-            kind: crate::credential::CredentialKind::GitHub,
-            hosts: crate::credential::CredentialKind::GitHub.default_hosts(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-        }))
-    });
+    m.credentials.expect_get().returning(|id| Ok(Some(github_credential(id, OTHER))));
     m.repo.expect_create().times(0);
     m.runtime.expect_provision().times(0);
     let spawner = Collect::default();
@@ -215,16 +217,7 @@ fn a_session_cannot_be_granted_someone_elses_credential() {
 fn own_credentials_are_stored_with_the_session_and_a_broker_token_digest() {
     let mut m = Mocks::new(true);
     let mine = Uuid::from_u128(78);
-    m.credentials.expect_get().returning(move |id| {
-        Ok(Some(crate::credential::LinkedCredential {
-            id,
-            owner: OWNER,
-            kind: crate::credential::CredentialKind::GitHub,
-            hosts: crate::credential::CredentialKind::GitHub.default_hosts(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-        }))
-    });
+    m.credentials.expect_get().returning(|id| Ok(Some(github_credential(id, OWNER))));
     m.repo
         .expect_create()
         .withf(move |n| {
