@@ -93,6 +93,13 @@ pub struct Config {
     #[arg(long, env = "CAKE_BROKER_URL")]
     pub broker_url: Option<String>,
 
+    /// A second address serving only the credential broker (`/api/broker/*`), e.g.
+    /// 0.0.0.0:8081; the main listener then answers the broker routes with 404. Lets a
+    /// cluster expose the broker to session pods without the rest of the API, and keeps it
+    /// off the public ingress. Unset: the broker is served on CAKE_LISTEN.
+    #[arg(long, env = "CAKE_BROKER_LISTEN")]
+    pub broker_listen: Option<SocketAddr>,
+
     /// The git credential helper the local runtime configures in sessions granted credentials,
     /// as git's `credential.helper` value (default: this `cake` binary's `git-credential`
     /// subcommand, `!'/path/to/cake' git-credential`).

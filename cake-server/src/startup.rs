@@ -66,8 +66,9 @@ pub struct Application {
     addr: SocketAddr,
     public_url: String,
     state: Arc<AppState>,
-    server: JoinHandle<std::io::Result<()>>,
-    stop: tokio::sync::oneshot::Sender<()>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    broker_addr: Option<SocketAddr>,
     background: Vec<JoinHandle<()>>,
     local: Option<Arc<LocalRuntime>>,
     kube: Option<Arc<KubeRuntime>>,
@@ -125,6 +126,19 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| StartupError::Config("listener has no address".into()))?;
+        let broker_acceptor = match config.broker_listen {
+            Some(listen) => {
+                let acceptor = TcpListener::bind(listen).into_acceptor().await?;
+                let bound = acceptor
+                    .local_addr()
+                    .first()
+                    .and_then(|a| a.as_socket_addr().copied())
+                    .ok_or_else(|| StartupError::Config("broker listener has no address".into()))?;
+                Some((acceptor, bound))
+            }
+            None => None,
+        };
+        let broker_addr = broker_acceptor.as_ref().map(|(_, a)| *a);
 
         let (embedded, options) = match (&config.database_url, &config.pg_host) {
             (Some(url), _) => (None, PgConnectOptions::from_str(url.expose_secret()).map_err(database_error)?),
@@ -157,7 +171,8 @@ impl Application {
                     let mut rc = LocalRuntimeConfig::new(data_dir.join("sessions"), bin);
                     rc.ready_timeout =
                         Duration::from_secs(config.opencode_start_timeout.clamp(1, MAX_START_TIMEOUT_SECS));
-                    rc.broker_url = Some(broker_url.clone().unwrap_or_else(|| loopback_url(addr, &prefix)));
+                    rc.broker_url =
+                        Some(broker_url.clone().unwrap_or_else(|| loopback_url(broker_addr.unwrap_or(addr), &prefix)));
                     rc.git_credential_helper = match non_empty(&config.git_credential_helper) {
                         Some(helper) => Some(helper),
                         None => own_git_credential_helper(),
@@ -249,19 +264,14 @@ impl Application {
             trusted_proxies: [parse_cidrs(&config.trusted_proxies, "CAKE_TRUSTED_PROXIES")?, trusted_proxies].concat(),
         });
 
-        let app = routes(state.clone(), &public_url, &prefix);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    async move {
-                        let _ = stopped.await;
-                    },
-                    Some(Duration::from_secs(5)),
-                )
-                .await
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let main_scope = if broker_acceptor.is_some() { Scope::AllButBroker } else { Scope::All };
+        let mut servers =
+            vec![serve(acceptor, routes(state.clone(), &public_url, &prefix, main_scope), stopped.clone())];
+        if let Some((acceptor, bound)) = broker_acceptor {
+            tracing::info!(addr = %bound, "serving the credential broker on its own listener");
+            servers.push(serve(acceptor, routes(state.clone(), &public_url, &prefix, Scope::BrokerOnly), stopped));
+        }
 
         let mut background = Vec::new();
         {
@@ -289,12 +299,29 @@ impl Application {
             Ok(n) => tracing::info!(sessions = n, "bringing sessions back after a restart"),
             Err(e) => tracing::error!(error = %e, "could not recover sessions"),
         }
-        Ok(Self { addr, public_url, state, server, stop, background, local, kube: kube_runtime, embedded, pool })
+        Ok(Self {
+            addr,
+            public_url,
+            state,
+            servers,
+            stop,
+            broker_addr,
+            background,
+            local,
+            kube: kube_runtime,
+            embedded,
+            pool,
+        })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The credential broker's own bound address (`CAKE_BROKER_LISTEN`), if configured.
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.broker_addr
     }
 
     /// The URL users reach the control plane at: `CAKE_PUBLIC_URL`, else the bound address
@@ -322,8 +349,10 @@ impl Application {
     /// (their directories stay, so sessions come back on the next start), the database pool,
     /// the embedded PostgreSQL cluster.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
         for task in &self.background {
             task.abort();
         }
@@ -589,7 +618,7 @@ pub fn path_prefix(raw: &str) -> Result<String, StartupError> {
 }
 
 /// Every route of the control plane, under `prefix` (`CAKE_PATH_PREFIX`, may be empty).
-pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str) -> impl Endpoint + use<> {
+pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str, scope: Scope) -> impl Endpoint + use<> {
     let service = api::service(public_url);
     let spec = api::spec_json(&service, &format!("{prefix}/api"));
     // poem-openapi's Swagger UI page, showing the spec as served (with its security schemes).
@@ -609,7 +638,18 @@ pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str) -> impl Endp
         .at("/metrics", metrics_endpoint)
         .at("/", poem::endpoint::make_sync(move |_| Redirect::see_other(docs.clone())));
     let routed = if prefix.is_empty() { inner.boxed() } else { Route::new().nest(prefix, inner).boxed() };
+    let broker_path = format!("{prefix}/api/broker/");
     routed
+        .around(move |ep, req| {
+            let in_scope = scope.serves(req.uri().path().starts_with(&broker_path));
+            async move {
+                if in_scope {
+                    Ok::<_, poem::Error>(ep.get_response(req).await)
+                } else {
+                    Ok(error::response(poem::http::StatusCode::NOT_FOUND, "not_found", "no such route"))
+                }
+            }
+        })
         .around(move |ep, req| identity_resolve(identity_state.clone(), ep, req))
         .data(state)
         .around(move |ep, req| {
@@ -621,6 +661,46 @@ pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str) -> impl Endp
             }
         })
         .around(log_request)
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (no `CAKE_BROKER_LISTEN`).
+    All,
+    /// Everything but the credential broker (the main listener when the broker has its own).
+    AllButBroker,
+    /// Only the credential broker (`CAKE_BROKER_LISTEN`).
+    BrokerOnly,
+}
+
+impl Scope {
+    fn serves(self, broker_route: bool) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::AllButBroker => !broker_route,
+            Scope::BrokerOnly => broker_route,
+        }
+    }
+}
+
+/// Runs one listener until `stop` turns true (5 s of grace for open requests).
+fn serve<E: Endpoint + 'static>(
+    acceptor: impl Acceptor + 'static,
+    app: E,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+    })
 }
 
 /// Logs each request's method, path (never the query string, which can carry OAuth codes),

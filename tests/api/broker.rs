@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use cake_tests::app::{TestApp, TestUser, anonymous, cake_bin, spawn_app};
+use cake_tests::app::{TestApp, TestUser, anonymous, cake_bin, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -250,5 +250,37 @@ async fn a_granted_github_token_reaches_git_in_the_owners_session_only() {
     assert_eq!(page["items"][1]["action"], "credential.unlinked", "{page}");
     assert_eq!(page["items"][0]["action"], "broker.denied", "the call after unlinking: {page}");
 
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_can_have_a_listener_of_its_own_apart_from_the_api() {
+    let mut app = spawn_app_with(|c| c.broker_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let broker_base = format!("http://{}", app.app.as_ref().unwrap().broker_addr().expect("the broker's address"));
+    let bob = app.sign_up("bob").await;
+    assert_eq!(bob.send("PUT", "/api/admin/providers", Some(app.provider_body("sk-test", None))).await.0, 200);
+
+    // The API's listener no longer serves the broker, and the broker's serves nothing else.
+    let (status, err) = broker(&app.base, Some("cakeb_x"), "github.com").await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")), "{err}");
+    assert_eq!(broker(&broker_base, Some("cakeb_x"), "github.com").await.0, 401);
+    for path in ["/api/health", "/api/sessions", "/api/openapi.json", "/api/auth/sign-up/email"] {
+        let resp = anonymous().get(format!("{broker_base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path} on the broker's listener");
+    }
+
+    // A granted session is told the broker's own address, and git gets its token there.
+    let (_, linked) = bob.send("PUT", "/api/me/credentials/github", Some(json!({"token": TOKEN}))).await;
+    let body = json!({"private": true, "credentials": [linked["id"]]});
+    let (status, session) = bob.send("POST", "/api/sessions", Some(body)).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap();
+    bob.wait_status(id, "ready", BOOT).await;
+    let env = session_env(&app, id);
+    assert_eq!(env_value(&env, "CAKE_BROKER_URL").as_deref(), Some(broker_base.as_str()));
+    let token = env_value(&env, "CAKE_BROKER_TOKEN").unwrap();
+    let helper_env = [("CAKE_BROKER_URL", broker_base.as_str()), ("CAKE_BROKER_TOKEN", token.as_str())];
+    let (code, out, err) = helper("get", &helper_env, "protocol=https\nhost=github.com\n\n").await;
+    assert_eq!((code, out), (0, format!("username=x-access-token\npassword={TOKEN}\n")), "{err}");
     app.stop().await;
 }

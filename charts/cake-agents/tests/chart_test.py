@@ -52,7 +52,7 @@ CRD_KINDS = {
 # Env vars the chart always sets on the control plane.
 ALWAYS_ENV = [
     "CAKE_LISTEN", "CAKE_PUBLIC_URL", "CAKE_DATA_DIR", "CAKE_LOG", "CAKE_LOG_JSON", "CAKE_RUNTIME",
-    "CAKE_INSTANCE", "CAKE_SESSION_NAMESPACE", "CAKE_BROKER_URL", "CAKE_DATA_PLANE_IMAGE", "CAKE_DATA_PLANE_INIT_IMAGE",
+    "CAKE_INSTANCE", "CAKE_SESSION_NAMESPACE", "CAKE_BROKER_LISTEN", "CAKE_BROKER_URL", "CAKE_DATA_PLANE_IMAGE", "CAKE_DATA_PLANE_INIT_IMAGE",
     "CAKE_DATA_PLANE_IMAGE_PULL_POLICY", "CAKE_DATA_PLANE_SERVICE_ACCOUNT", "CAKE_DATA_PLANE_RESOURCES",
     "CAKE_DATA_PLANE_NODE_SELECTOR", "CAKE_DATA_PLANE_TOLERATIONS", "CAKE_DATA_PLANE_IMAGE_PULL_SECRETS",
     "CAKE_DATA_PLANE_PENDING_GRACE", "CAKE_DATA_PLANE_VOLUME_SIZE_LIMITS", "BETTER_AUTH_SECRET", "CAKE_EMAIL_AND_PASSWORD_ENABLED", "CAKE_HEADER_AUTH_ENABLED",
@@ -383,7 +383,8 @@ def matrix_cases(name):
         eq(c["image"], f"{registry_of(name)}cake-agents/web:" + ("<image-tag>" if name == "seed-minimal" else
                                                                    "1.2.3" if name == "external-db-secret" else APP_VERSION),
            "control plane image")
-        eq(c["ports"], [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], "container ports")
+        eq(c["ports"], [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                        {"name": "broker", "containerPort": 8081, "protocol": "TCP"}], "container ports")
         prefix = {"istio-shared-gateway": "/agents", "ingress": "/agents", "everything": "/tools/agents"}.get(name, "")
         for probe, path in (("livenessProbe", "/api/health"), ("readinessProbe", "/readyz"), ("startupProbe", "/api/health")):
             eq(c[probe]["httpGet"], {"path": prefix + path, "port": "http"}, probe)
@@ -703,7 +704,7 @@ def _():
                  "podSelector": {"matchLabels": {
                      "app.kubernetes.io/name": "cake-agents", "app.kubernetes.io/instance": RELEASE,
                      "app.kubernetes.io/component": "control-plane"}}}],
-         "ports": [{"protocol": "TCP", "port": 8080}]},
+         "ports": [{"protocol": "TCP", "port": 8081}]},
         {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "litellm"}}}],
          "ports": [{"protocol": "TCP", "port": 4000}]},
     ], "egress rules")
@@ -798,14 +799,27 @@ def _():
         "service": {"name": "cake-agents", "port": {"name": "http"}}}}]}}], "rules")
 
 
-@case("CAKE_BROKER_URL: the release's Service inside the cluster, under pathPrefix")
+@case("the credential broker: its own port (8081) on the pod and the Service, CAKE_BROKER_URL in the cluster")
 def _():
-    eq(env_value(env_of(docs_of("defaults")), "CAKE_BROKER_URL"), f"http://cake-agents.{NAMESPACE}.svc:80",
-       "CAKE_BROKER_URL (defaults)")
+    docs = docs_of("defaults")
+    env = env_of(docs)
+    eq(env_value(env, "CAKE_BROKER_LISTEN"), "0.0.0.0:8081", "CAKE_BROKER_LISTEN")
+    eq(env_value(env, "CAKE_BROKER_URL"), f"http://cake-agents-broker.{NAMESPACE}.svc:8081", "CAKE_BROKER_URL (defaults)")
     eq(env_value(env_of(docs_of("istio-shared-gateway")), "CAKE_BROKER_URL"),
-       f"http://cake-agents.{NAMESPACE}.svc:80/agents", "CAKE_BROKER_URL (pathPrefix)")
-    eq(env_value(env_of(render(sets=["controlPlane.service.port=8081"])), "CAKE_BROKER_URL"),
-       f"http://cake-agents.{NAMESPACE}.svc:8081", "CAKE_BROKER_URL (service port)")
+       f"http://cake-agents-broker.{NAMESPACE}.svc:8081/agents", "CAKE_BROKER_URL (pathPrefix)")
+    dep, _ = control_plane(docs)
+    ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    eq([(p["name"], p["containerPort"]) for p in ports], [("http", 8080), ("broker", 8081)], "container ports")
+    svc = find(docs, "Service", "cake-agents-broker")
+    eq((svc["spec"]["type"], [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]]),
+       ("ClusterIP", [("broker", 8081, "broker")]), "broker Service")
+    eq(svc["spec"]["selector"], dep["spec"]["selector"]["matchLabels"], "broker Service selector")
+    svc = find(render(sets=["controlPlane.service.type=LoadBalancer"]), "Service", "cake-agents-broker")
+    eq(svc["spec"]["type"], "ClusterIP", "the broker is never a LoadBalancer")
+    # The public routes go to the API's port only.
+    ing = find(docs_of("ingress"), "Ingress", "cake-agents")
+    eq({p["backend"]["service"]["port"]["name"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]}, {"http"},
+       "Ingress backends")
 
 
 @case("controlPlane.https=false: CAKE_PUBLIC_URL is http")
