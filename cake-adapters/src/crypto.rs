@@ -88,13 +88,52 @@ impl SecretCipher for AesCipher {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Argon2Hasher;
 
-/// Runs CPU-heavy work (argon2 takes tens of milliseconds by design) without stalling the other
-/// tasks of the async worker it is called on: on a multi-threaded tokio runtime the worker
-/// hands its other tasks over first (`block_in_place`); anywhere else it simply runs.
+/// Runs CPU-heavy work (argon2 takes tens of milliseconds and 19 MiB by design) without
+/// stalling the other tasks of the async worker it is called on: on a multi-threaded tokio
+/// runtime the worker hands its other tasks over first (`block_in_place`); anywhere else it
+/// simply runs. At most one computation per CPU runs at a time, so a flood of sign-ins costs
+/// bounded memory; the others wait their turn.
 fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    let limited = || {
+        let _permit = Permit::acquire();
+        work()
+    };
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
-        _ => work(),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(limited)
+        }
+        _ => limited(),
+    }
+}
+
+/// One of the CPU-count permits of [`cpu_bound`]; given back when dropped.
+struct Permit;
+
+fn permits() -> &'static (std::sync::Mutex<usize>, std::sync::Condvar) {
+    static PERMITS: std::sync::OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        (std::sync::Mutex::new(cpus), std::sync::Condvar::new())
+    })
+}
+
+impl Permit {
+    fn acquire() -> Self {
+        let (free, cv) = permits();
+        let mut n = free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n == 0 {
+            n = cv.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n -= 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let (free, cv) = permits();
+        *free.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        cv.notify_one();
     }
 }
 

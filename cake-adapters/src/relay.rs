@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cake_core::events::{Frame, FrameData};
 use cake_core::ports::{EventHub, Subscription};
-use cake_core::session::SessionId;
+use cake_core::session::{Session, SessionId};
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
@@ -28,6 +28,9 @@ struct Channel {
     /// whole ring up front).
     tx: Option<broadcast::Sender<Frame>>,
     buffer: VecDeque<Frame>,
+    /// The version of the newest status frame published, kept apart from the buffer (which a
+    /// busy session's events push status frames out of).
+    status_version: Option<i64>,
 }
 
 /// The in-process event hub.
@@ -69,10 +72,38 @@ impl BroadcastHub {
     }
 
     fn channel<'a>(&self, map: &'a mut HashMap<SessionId, Channel>, id: SessionId) -> &'a mut Channel {
-        let ch =
-            map.entry(id).or_insert_with(|| Channel { touched: Instant::now(), tx: None, buffer: VecDeque::new() });
+        let ch = map.entry(id).or_insert_with(|| Channel {
+            touched: Instant::now(),
+            tx: None,
+            buffer: VecDeque::new(),
+            status_version: None,
+        });
         ch.touched = Instant::now();
         ch
+    }
+
+    /// Publishes under the lock the caller holds (having swept first).
+    fn publish_locked(&self, map: &mut HashMap<SessionId, Channel>, session: SessionId, data: FrameData) -> u64 {
+        let id = {
+            let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
+            *next += 1;
+            *next
+        };
+        let frame = Frame { id, data };
+        let buffer_len = self.buffer_len;
+        let ch = self.channel(map, session);
+        if ch.buffer.len() == buffer_len {
+            ch.buffer.pop_front();
+        }
+        ch.buffer.push_back(frame.clone());
+        if let Some(tx) = &ch.tx {
+            if tx.receiver_count() == 0 {
+                ch.tx = None;
+            } else {
+                let _ = tx.send(frame);
+            }
+        }
+        id
     }
 
     /// Drops the buffers of sessions idle for the TTL (amortised: at most every `sweep_every`).
@@ -106,26 +137,18 @@ impl EventHub for BroadcastHub {
     fn publish(&self, session: SessionId, data: FrameData) -> u64 {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         self.sweep(&mut map);
-        let id = {
-            let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
-            *next += 1;
-            *next
-        };
-        let frame = Frame { id, data };
-        let buffer_len = self.buffer_len;
-        let ch = self.channel(&mut map, session);
-        if ch.buffer.len() == buffer_len {
-            ch.buffer.pop_front();
+        self.publish_locked(&mut map, session, data)
+    }
+
+    fn publish_status(&self, status: Box<Session>) -> Option<u64> {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sweep(&mut map);
+        let ch = self.channel(&mut map, status.id);
+        if ch.status_version.is_some_and(|v| v >= status.version) {
+            return None;
         }
-        ch.buffer.push_back(frame.clone());
-        if let Some(tx) = &ch.tx {
-            if tx.receiver_count() == 0 {
-                ch.tx = None;
-            } else {
-                let _ = tx.send(frame);
-            }
-        }
-        id
+        ch.status_version = Some(status.version);
+        Some(self.publish_locked(&mut map, status.id, FrameData::Status(status)))
     }
 
     fn subscribe(&self, session: SessionId, last_event_id: Option<u64>) -> Subscription {
@@ -164,19 +187,12 @@ impl EventHub for BroadcastHub {
             .map(|(id, _)| *id)
             .collect()
     }
-
-    fn last_status_version(&self, session: SessionId) -> Option<i64> {
-        let map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&session)?.buffer.iter().rev().find_map(|f| match &f.data {
-            FrameData::Status(s) => Some(s.version),
-            FrameData::OpenCode(_) => None,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use serde_json::json;
     use std::sync::Arc;
 
@@ -238,10 +254,56 @@ mod tests {
         // Any publish sweeps: the idle session's buffer goes, the observed one's stays.
         hub.publish(watched, ev(2));
         assert_eq!(hub.buffered_sessions(), 1);
-        assert!(hub.is_observed(watched) && hub.last_status_version(idle).is_none());
+        assert!(hub.is_observed(watched) && !hub.is_observed(idle));
         drop(sub);
         tokio::time::sleep(Duration::from_millis(80)).await;
         hub.publish(idle, ev(3));
         assert_eq!(hub.buffered_sessions(), 1, "only the session just published to");
+    }
+
+    fn status(version: i64) -> Box<Session> {
+        Box::new(Session {
+            id: SessionId(uuid::Uuid::from_u128(9)),
+            title: format!("v{version}"),
+            visibility: cake_core::session::Visibility::Public,
+            owner: cake_core::session::OwnerSummary {
+                id: cake_core::user::UserId(uuid::Uuid::from_u128(1)),
+                name: "o".into(),
+                email: "o@example.com".into(),
+            },
+            status: cake_core::session::Status::Ready,
+            activity: cake_core::session::Activity::Idle,
+            status_reason: None,
+            version,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    #[tokio::test]
+    async fn status_frames_only_move_forward_even_when_events_push_them_out_of_the_buffer() {
+        let hub = BroadcastHub::new(2);
+        let id = SessionId(uuid::Uuid::from_u128(9));
+        let mut sub = hub.subscribe(id, None);
+        let mut titles = Vec::new();
+        let mut drain = |sub: &mut Subscription| {
+            while let Some(Some(f)) = sub.live.next().now_or_never() {
+                if let FrameData::Status(s) = f.data {
+                    titles.push(s.title.clone());
+                }
+            }
+        };
+        assert!(hub.publish_status(status(3)).is_some());
+        assert!(hub.publish_status(status(3)).is_none(), "the same version twice");
+        assert!(hub.publish_status(status(2)).is_none(), "an older version");
+        drain(&mut sub);
+        for n in 0..5 {
+            hub.publish(id, ev(n));
+            drain(&mut sub);
+        }
+        assert!(hub.publish_status(status(3)).is_none(), "still known after the buffer moved on");
+        assert!(hub.publish_status(status(4)).is_some());
+        drain(&mut sub);
+        assert_eq!(titles, ["v3", "v4"]);
     }
 }

@@ -226,6 +226,7 @@ impl Application {
             tokens: tokens.clone(),
             deriver: Arc::new(HmacDeriver::from_secret(&secret)),
             ids: Arc::new(RandomIds),
+            clock: Arc::new(SystemClock),
         });
         let sessions = SessionService::new(SessionDeps {
             sessions: Arc::new(PgSessionRepository::new(pool.clone())),

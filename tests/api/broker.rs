@@ -209,6 +209,26 @@ async fn a_granted_github_token_reaches_git_in_the_owners_session_only() {
     .unwrap();
     assert!(!dump.contains(TOKEN) && !dump.contains(&broker_token), "secrets are stored sealed or digested");
 
+    // A credential unlinked while a session naming it is being stored: 404, and nothing of the
+    // session is left (one transaction).
+    use cake_core::ports::SessionRepository;
+    let repo = cake_adapters::postgres::PgSessionRepository::new(pool.clone());
+    let orphan = cake_core::session::SessionId(uuid::Uuid::new_v4());
+    let err = repo
+        .create(cake_core::ports::NewSession {
+            id: orphan,
+            owner: cake_core::user::UserId(bob.id.parse().unwrap()),
+            title: cake_core::session::Title::parse("orphan").unwrap(),
+            visibility: cake_core::session::Visibility::Private,
+            pending_prompt: None,
+            grants: vec![cake_core::credential::CredentialId(uuid::Uuid::new_v4())],
+            broker_token_digest: Some(vec![7; 32]),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, cake_core::CoreError::NotFound(cake_core::error::Resource::Credential)), "{err:?}");
+    assert!(repo.get(orphan).await.unwrap().is_none(), "no half-written session");
+
     // Replacing the token takes effect at the next git operation of the session.
     let (status, _) = bob
         .send("PUT", "/api/me/credentials/github", Some(json!({"token": "ghp_rotated", "hosts": ["github.com"]})))

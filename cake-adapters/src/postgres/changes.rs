@@ -13,7 +13,7 @@ use sqlx::postgres::PgListener;
 /// The notification channel.
 pub const SESSION_CHANGES: &str = "cake_session_changes";
 
-/// Listens for session changes until the pool closes: `on_change` for each changed session,
+/// Listens for session changes until `pool` closes (or the task is dropped): `on_change` for each changed session,
 /// `on_gap` whenever changes may have been missed (once connected, and after each reconnect).
 /// Connection failures are retried with a capped backoff (at most 10 s between attempts).
 pub async fn follow_session_changes<C, CF, G, GF>(pool: PgPool, on_change: C, on_gap: G)
@@ -56,8 +56,17 @@ where
     }
 }
 
+/// A listener on a connection of its own (same settings as the application's pool), so it
+/// never takes one of the pool's connections for good: the handlers it calls use the pool.
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&own).await?;
+    listener.ignore_pool_close_event(true);
     listener.listen(SESSION_CHANGES).await?;
     Ok(listener)
 }

@@ -140,15 +140,13 @@ impl CredentialStore for PgCredentialStore {
         }))
     }
 
-    async fn has_broker_token(&self, session: SessionId) -> Result<bool> {
-        let found = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM session_broker_tokens WHERE session_id = $1) AS "found!""#,
-            session.0
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(found)
+    async fn renew_broker_token(&self, session: SessionId, digest: Vec<u8>) -> Result<bool> {
+        let done =
+            sqlx::query!("UPDATE session_broker_tokens SET token_digest = $2 WHERE session_id = $1", session.0, digest)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -67,6 +67,12 @@ pub(crate) fn db_err(e: sqlx::Error) -> CoreError {
             message: "an account with this email already exists".into(),
         };
     }
+    // A credential unlinked while a session naming it was being created.
+    if let sqlx::Error::Database(db) = &e
+        && db.constraint() == Some("session_credentials_credential_id_fkey")
+    {
+        return CoreError::NotFound(cake_core::error::Resource::Credential);
+    }
     // Values the database refuses (a CHECK constraint, a data exception such as an invalid
     // byte sequence) are bad input, never a 500.
     if let sqlx::Error::Database(db) = &e

@@ -34,8 +34,10 @@ pub trait CredentialStore: Send + Sync {
     /// The session behind a broker-token digest and what it was granted, or `None` for a
     /// token that is unknown or was revoked (the session is gone).
     async fn grant_for_token(&self, digest: &[u8]) -> Result<Option<BrokerGrant>>;
-    /// Whether the session was given a broker token (it was granted credentials).
-    async fn has_broker_token(&self, session: crate::session::SessionId) -> Result<bool>;
+    /// If the session was given a broker token (it was granted credentials), stores `digest`
+    /// as its token's digest (the token is derived anew at each start, so a changed
+    /// installation secret takes effect) and answers `true`; else `false`.
+    async fn renew_broker_token(&self, session: crate::session::SessionId, digest: Vec<u8>) -> Result<bool>;
 }
 
 /// The audit log: every grant and every broker call (DESIGN.md), readable by admins.

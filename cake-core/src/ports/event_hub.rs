@@ -20,6 +20,10 @@ pub struct Subscription {
 pub trait EventHub: Send + Sync {
     /// Publishes a frame to a session's observers and buffer; returns its id.
     fn publish(&self, session: SessionId, data: FrameData) -> u64;
+    /// Publishes a status frame unless one of this `version` or a newer one was published
+    /// before (checked and published atomically, so observers never see a session go back to
+    /// an older state, nor the same state twice); returns the frame's id if published.
+    fn publish_status(&self, session: Box<crate::session::Session>) -> Option<u64>;
     /// Subscribes, replaying buffered frames newer than `last_event_id`.
     fn subscribe(&self, session: SessionId, last_event_id: Option<u64>) -> Subscription;
     /// Ends every subscription of a session and forgets its buffer.
@@ -28,7 +32,4 @@ pub trait EventHub: Send + Sync {
     fn is_observed(&self, session: SessionId) -> bool;
     /// The sessions with observers in this process now.
     fn observed(&self) -> Vec<SessionId>;
-    /// The `version` of the newest status frame still buffered for the session, if any: what
-    /// this process's observers last saw of it.
-    fn last_status_version(&self, session: SessionId) -> Option<i64>;
 }

@@ -12,7 +12,8 @@ use crate::credential::{
 };
 use crate::error::Resource;
 use crate::policy::{self, Action, Decision};
-use crate::ports::{AuditLog, CredentialStore, IdGenerator, SecretCipher, TokenDeriver, TokenGenerator};
+use crate::ports::{AuditLog, Clock, CredentialStore, IdGenerator, SecretCipher, TokenDeriver, TokenGenerator};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::session::{SessionId, Visibility};
 use crate::user::Actor;
 use crate::{CoreError, Result};
@@ -37,7 +38,13 @@ pub struct CredentialDeps {
     pub deriver: Arc<dyn TokenDeriver>,
     /// Credential ids.
     pub ids: Arc<dyn IdGenerator>,
+    /// Time, for the broker's rate limit.
+    pub clock: Arc<dyn Clock>,
 }
+
+/// How often one session's runtime may ask the broker: a runaway loop in a session must not
+/// flood the audit log (each call is a record).
+pub const BROKER_RATE: Rate = Rate::new(60, time::Duration::MINUTE);
 
 /// What a session is granted, prepared before the session is stored
 /// ([`CredentialService::prepare_grants`]).
@@ -54,12 +61,13 @@ pub struct PreparedGrants {
 #[derive(Clone)]
 pub struct CredentialService {
     deps: CredentialDeps,
+    limiter: Arc<RateLimiter>,
 }
 
 impl CredentialService {
     /// Wires the service.
     pub fn new(deps: CredentialDeps) -> Self {
-        Self { deps }
+        Self { deps, limiter: Arc::new(RateLimiter::new(BROKER_RATE)) }
     }
 
     /// Links a credential of `kind` to the actor's account, or replaces the secret and hosts of
@@ -139,9 +147,13 @@ impl CredentialService {
     }
 
     /// The broker token a session's runtime gets, if the session was granted credentials.
-    /// Derived, not stored: every replica hands the same token to a restarted runtime.
+    /// Derived, not stored: every replica hands the same token to a restarted runtime; its
+    /// digest is stored again at each start, so a rotated installation secret gives running
+    /// sessions a working token when they next start.
     pub async fn token_for(&self, session: SessionId) -> Result<Option<SecretString>> {
-        Ok(self.deps.store.has_broker_token(session).await?.then(|| self.broker_token(session)))
+        let token = self.broker_token(session);
+        let digest = self.deps.tokens.digest(token.expose_secret());
+        Ok(self.deps.store.renew_broker_token(session, digest).await?.then_some(token))
     }
 
     fn broker_token(&self, session: SessionId) -> SecretString {
@@ -152,7 +164,8 @@ impl CredentialService {
     /// Answers `cake git-credential get` from a session's runtime: the granted credential
     /// whose hosts include the requested host, over https only, while the session lives.
     /// `Ok(None)`: no granted credential serves that host (git then tries its next helper).
-    /// A token that is unknown, or whose session ended, is refused as unauthenticated.
+    /// A token that is unknown, or whose session ended, is refused as unauthenticated; more
+    /// than [`BROKER_RATE`] calls of one session are refused as rate-limited.
     /// Every answer is recorded in the audit log, never the secret.
     pub async fn fill(&self, token: &str, request: &GitCredentialRequest) -> Result<Option<GitCredential>> {
         if !token.starts_with(BROKER_TOKEN_PREFIX) || token.len() > 256 {
@@ -162,12 +175,14 @@ impl CredentialService {
         let Some(grant) = self.deps.store.grant_for_token(&digest).await? else {
             return Err(CoreError::Unauthenticated);
         };
+        if let Err(retry_after_secs) = self.limiter.hit(&grant.session_id.0.to_string(), self.deps.clock.now()) {
+            return Err(CoreError::RateLimited { retry_after_secs });
+        }
         let owner = Actor { id: grant.owner, role: crate::user::Role::Member };
         let host = GitHost::parse(&request.host);
-        let mut detail = json!({"protocol": request.protocol, "host": request.host});
-        if let Some(path) = &request.path {
-            detail["path"] = json!(path);
-        }
+        // Never the repository path: admins read the log, and paths of private sessions'
+        // repositories are not theirs to see.
+        let detail = json!({"protocol": request.protocol, "host": request.host});
         let deny = |reason: &str, mut detail: serde_json::Value| {
             detail["reason"] = json!(reason);
             detail

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::*;
 use crate::credential::{BrokerGrant, SealedCredential};
 use crate::ports::TokenGenerator;
-use crate::ports::{MockAuditLog, MockCredentialStore, MockIdGenerator, MockSecretCipher, MockTokenDeriver};
+use crate::ports::{MockAuditLog, MockClock, MockCredentialStore, MockIdGenerator, MockSecretCipher, MockTokenDeriver};
 use crate::user::{Role, UserId};
 
 const OWNER: UserId = UserId(Uuid::from_u128(1));
@@ -75,6 +75,8 @@ impl Mocks {
         });
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(|| CID.0);
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| OffsetDateTime::UNIX_EPOCH);
         let svc = CredentialService::new(CredentialDeps {
             store: Arc::new(self.store),
             audit: Arc::new(self.audit),
@@ -82,6 +84,7 @@ impl Mocks {
             tokens: Arc::new(Digests),
             deriver: Arc::new(deriver),
             ids: Arc::new(ids),
+            clock: Arc::new(clock),
         });
         (svc, self.recorded)
     }
@@ -269,8 +272,23 @@ fn only_admins_read_the_audit_log() {
 #[test]
 fn the_broker_token_is_derived_and_only_for_sessions_with_grants() {
     let mut m = Mocks::new();
-    m.store.expect_has_broker_token().returning(|s| Ok(s == SID));
+    m.store
+        .expect_renew_broker_token()
+        .returning(|s, digest| Ok(s == SID && digest == format!("digest:{}", token()).into_bytes()));
     let (svc, _) = m.build();
     assert_eq!(run(svc.token_for(SID)).unwrap().unwrap().expose_secret(), token());
     assert!(run(svc.token_for(SessionId(Uuid::from_u128(43)))).unwrap().is_none());
+}
+
+#[test]
+fn a_runaway_session_is_rate_limited_before_it_floods_the_audit_log() {
+    let mut m = Mocks::new();
+    m.store.expect_grant_for_token().returning(|_| Ok(Some(grant(true, OWNER))));
+    m.audit.expect_record().times(super::BROKER_RATE.attempts as usize).returning(|_| Ok(()));
+    let (svc, _) = m.build();
+    for _ in 0..super::BROKER_RATE.attempts {
+        assert!(run(svc.fill(&token(), &https("github.com"))).unwrap().is_some());
+    }
+    // The clock stands still: the next call waits for the bucket to refill.
+    assert!(matches!(run(svc.fill(&token(), &https("github.com"))), Err(CoreError::RateLimited { .. })));
 }

@@ -166,7 +166,7 @@ impl SessionService {
                 broker_token_digest: grants.token_digest,
             })
             .await?;
-        self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
+        self.publish_status(&session);
         self.spawn_start(session.id);
         Ok(session)
     }
@@ -414,13 +414,10 @@ impl SessionService {
         }
         match self.deps().sessions.get(id).await {
             Ok(Some(session)) => {
-                let seen = self.deps().hub.last_status_version(id);
-                if seen.is_some_and(|v| v >= session.version) {
-                    return;
-                }
                 if !session.status.is_live() {
                     self.forget(id);
                 }
+                // Only if newer than what observers here saw (the hub checks).
                 self.publish_status(&session);
                 // Made ready by another replica: its OpenCode events reach observers here too.
                 self.ensure_relay(&session);
@@ -450,10 +447,7 @@ impl SessionService {
     /// Publishes a status frame, unless observers here already got this version or a newer
     /// one (from [`Self::refresh`]): a late frame must not show them an older state.
     fn publish_status(&self, session: &Session) {
-        if self.deps().hub.last_status_version(session.id).is_some_and(|v| v >= session.version) {
-            return;
-        }
-        self.deps().hub.publish(session.id, FrameData::Status(Box::new(session.clone())));
+        self.deps().hub.publish_status(Box::new(session.clone()));
     }
 
     fn forget(&self, id: SessionId) {
