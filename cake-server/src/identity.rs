@@ -237,8 +237,13 @@ async fn identify(state: &AppState, req: &Request) -> Result<Identity, Box<Respo
                 Some((name, value))
             })
             .collect();
+        let from_session =
+            !headers.is_empty() && peer_ip(req).is_some_and(|ip| state.sessions.is_data_plane_address(ip));
         if repeated {
             tracing::warn!("an identity header appears more than once; header auth ignores the request");
+        } else if from_session {
+            // Code an agent runs in a session pod must not claim to be anyone.
+            tracing::warn!("identity headers from a session's data plane; header auth ignores the request");
         } else if !headers.is_empty() {
             let request = HeaderRequest { peer: peer_ip(req), headers };
             match state.auth.sign_in_with_headers(&request).await {

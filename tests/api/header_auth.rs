@@ -481,3 +481,56 @@ async fn a_proven_email_takes_the_account_over_from_an_earlier_password_sign_up(
     assert_eq!(status, 200);
     app.stop().await;
 }
+
+/// Session pods run code an agent wrote, inside the network boundary header auth trusts: the
+/// control plane ignores identity headers from its own session pods' addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_from_a_session_pod_are_ignored() {
+    const POD_IP: &str = "127.0.0.31";
+    let kube = cake_tests::fake_kube::FakeKube::start().await;
+    let mut app = spawn_app_with(|c| {
+        seed_example(c);
+        cake_tests::fake_kube::use_fake_kube(c, &kube, "hdr", 600);
+    })
+    .await;
+    let admin = app.sign_up("ada").await;
+    assert_eq!(admin.send("PUT", "/api/admin/providers", Some(app.provider_body("sk", None))).await.0, 200);
+    let id = admin.create_session(true, None).await["id"].as_str().unwrap().to_owned();
+    let name = format!("cake-session-{id}");
+    kube.wait_for_pod("hdr", &name, Duration::from_secs(30)).await;
+    // The pod runs (OpenCode booting) at its IP; the watcher sees it.
+    kube.set_pod_status(
+        "hdr",
+        &name,
+        json!({"phase": "Running", "podIP": POD_IP,
+               "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+               "containerStatuses": [{"name": "data-plane", "state": {"running": {}}}]}),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, s) = admin.get(&format!("/api/sessions/{id}")).await;
+        if s["statusReason"] == "starting OpenCode" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the watcher never saw the running pod: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let spoof = |from: &str| {
+        reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+            .get(format!("{}/api/me", app.base))
+            .header(EMAIL, "mallory@example.com")
+            .header(USER, "Mallory")
+    };
+    let resp = spoof(POD_IP).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "a session pod cannot claim an identity");
+    let (_, users) = admin.get("/api/admin/users").await;
+    assert!(!users.to_string().contains("mallory@example.com"), "and no user was created: {users}");
+    // The same headers from elsewhere (the proxy) still sign in.
+    let resp = spoof("127.0.0.1").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    app.stop().await;
+}

@@ -86,6 +86,8 @@ struct Tracked {
     trouble: Option<(Instant, String)>,
     /// When the pod failed or was deleted (a tombstone, dropped after [`TOMBSTONE_TTL`]).
     ended_at: Option<Instant>,
+    /// The pod's IP once it has one: requests from it come from session code.
+    ip: Option<std::net::IpAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -305,6 +307,7 @@ impl Inner {
     fn observe(&self, pod: &Pod) -> Option<SessionId> {
         let id = session_of(pod)?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok());
         let version = resource_version(pod);
         let assessed = assess(pod);
         let now = Instant::now();
@@ -314,7 +317,9 @@ impl Inner {
             let previous = tracked.get_mut(&id).filter(|p| p.uid == uid);
             let mut trouble_since = None;
             let mut previous_view = None;
+            let mut previous_ip = None;
             if let Some(p) = previous {
+                previous_ip = p.ip;
                 if let (Some(new), Some(old)) = (version, p.version)
                     && new < old
                 {
@@ -342,7 +347,7 @@ impl Inner {
             };
             let ended_at = matches!(view, PodView::Failed(_)).then_some(now);
             let news = (previous_view.as_ref() != Some(&view)).then(|| view.clone());
-            tracked.insert(id, Tracked { uid, version, view, trouble, ended_at });
+            tracked.insert(id, Tracked { uid, version, view, trouble, ended_at, ip: ip.or(previous_ip) });
             news
         };
         if let Some(view) = news {
@@ -393,6 +398,11 @@ impl Inner {
         self.notify();
         tracing::warn!(session.id = %id, %reason, "data plane pod vanished");
         self.emit(RuntimeEvent::Failed { session_id: id, reason: reason.to_owned() });
+    }
+
+    /// Whether `ip` is (or lately was) the address of one of this installation's session pods.
+    fn is_pod_ip(&self, ip: std::net::IpAddr) -> bool {
+        lock(&self.tracked).values().any(|t| t.ip == Some(ip))
     }
 
     /// The pods tracked as alive (not failed), by session, with their uids.
@@ -710,6 +720,10 @@ impl KubeRuntime {
 
 #[async_trait]
 impl SessionRuntime for KubeRuntime {
+    fn is_data_plane_address(&self, ip: std::net::IpAddr) -> bool {
+        self.inner.is_pod_ip(ip)
+    }
+
     #[tracing::instrument(name = "provision_runtime", skip_all, fields(session.id = %spec.session_id))]
     async fn provision(&self, spec: RuntimeSpec) -> Result<serde_json::Value> {
         let id = spec.session_id;

@@ -99,4 +99,11 @@ pub trait SessionRuntime: Send + Sync {
     fn survives_restart(&self) -> bool {
         false
     }
+    /// Whether a request from `ip` comes from a data plane of this runtime (a session pod's
+    /// IP): such requests run code an agent wrote, so identity headers from them are never
+    /// trusted (header auth). Runtimes that cannot tell (the local one: sessions share the
+    /// loopback address) answer `false`.
+    fn is_data_plane_address(&self, _ip: std::net::IpAddr) -> bool {
+        false
+    }
 }

@@ -439,6 +439,12 @@ impl SessionService {
         }
     }
 
+    /// Whether a request from `ip` comes from a session's data plane
+    /// ([`SessionRuntime::is_data_plane_address`]).
+    pub fn is_data_plane_address(&self, ip: std::net::IpAddr) -> bool {
+        self.deps().runtime.is_data_plane_address(ip)
+    }
+
     /// Whether the runtime backend answers (for `/readyz`).
     pub async fn runtime_health(&self) -> Result<()> {
         self.deps().runtime.health().await
