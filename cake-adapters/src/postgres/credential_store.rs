@@ -54,6 +54,7 @@ impl CredentialStore for PgCredentialStore {
         ciphertext: Vec<u8>,
     ) -> Result<LinkedCredential> {
         let hosts: Vec<String> = hosts.iter().map(|h| h.as_str().to_owned()).collect();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let r = sqlx::query!(
             r#"INSERT INTO linked_credentials (id, owner_id, kind, hosts, secret) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (owner_id, kind) DO UPDATE
@@ -65,9 +66,20 @@ impl CredentialStore for PgCredentialStore {
             &hosts,
             ciphertext
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
+        sqlx::query!(
+            r#"INSERT INTO audit_log (action, actor_id, credential_id, detail)
+               VALUES ('credential.linked', $1, $2, jsonb_build_object('hosts', $3::text[]))"#,
+            owner.0,
+            r.id,
+            &r.hosts
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         linked(r.id, r.owner_id, &r.kind, r.hosts, r.created_at, r.updated_at)
     }
 
@@ -95,10 +107,16 @@ impl CredentialStore for PgCredentialStore {
     }
 
     async fn delete(&self, owner: UserId, id: CredentialId) -> Result<bool> {
-        let done = sqlx::query!("DELETE FROM linked_credentials WHERE id = $1 AND owner_id = $2", id.0, owner.0)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let done = sqlx::query!(
+            r#"WITH gone AS (DELETE FROM linked_credentials WHERE id = $1 AND owner_id = $2 RETURNING id)
+               INSERT INTO audit_log (action, actor_id, credential_id)
+               SELECT 'credential.unlinked', $2, id FROM gone"#,
+            id.0,
+            owner.0
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 

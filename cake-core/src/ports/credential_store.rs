@@ -16,7 +16,8 @@ use crate::user::UserId;
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// Links a credential, or replaces the secret and hosts of the owner's credential of that
-    /// kind (one per kind and user; its id stays, so sessions granted it keep it).
+    /// kind (one per kind and user; its id stays, so sessions granted it keep it), and records
+    /// `credential.linked` (with the hosts) in the audit log, in the same transaction.
     async fn upsert(
         &self,
         id: CredentialId,
@@ -29,7 +30,8 @@ pub trait CredentialStore: Send + Sync {
     async fn list(&self, owner: UserId) -> Result<Vec<LinkedCredential>>;
     /// One credential, whoever owns it.
     async fn get(&self, id: CredentialId) -> Result<Option<LinkedCredential>>;
-    /// Unlinks the owner's credential; `false` if the owner has no such credential.
+    /// Unlinks the owner's credential and records `credential.unlinked`, in one transaction;
+    /// `false` (and no record) if the owner has no such credential.
     async fn delete(&self, owner: UserId, id: CredentialId) -> Result<bool>;
     /// The session behind a broker-token digest and what it was granted, or `None` for a
     /// token that is unknown or was revoked (the session is gone).

@@ -84,10 +84,8 @@ impl CredentialService {
         let hosts = credential::parse_hosts(kind, hosts)?;
         let sealed = self.deps.cipher.encrypt(secret.expose_secret().as_bytes())?;
         let id = CredentialId(self.deps.ids.new_id());
-        let linked = self.deps.store.upsert(id, actor.id, kind, &hosts, sealed).await?;
-        self.record(AuditAction::CredentialLinked, actor, None, Some(linked.id), json!({"hosts": host_list(&hosts)}))
-            .await?;
-        Ok(linked)
+        // The store records it in the audit log in the same transaction.
+        self.deps.store.upsert(id, actor.id, kind, &hosts, sealed).await
     }
 
     /// The actor's credentials (never a secret).
@@ -100,10 +98,11 @@ impl CredentialService {
     /// else's credential is "not found".
     pub async fn unlink(&self, actor: Option<&Actor>, id: CredentialId) -> Result<()> {
         let actor = policy::signed_in(actor)?;
+        // The store records it in the audit log in the same transaction.
         if !self.deps.store.delete(actor.id, id).await? {
             return Err(CoreError::NotFound(Resource::Credential));
         }
-        self.record(AuditAction::CredentialUnlinked, actor, None, Some(id), json!({})).await
+        Ok(())
     }
 
     /// Checks that the actor may broker each credential into a session they are creating
@@ -244,10 +243,6 @@ impl CredentialService {
     ) -> Result<()> {
         self.deps.audit.record(NewAuditEntry { action, actor: Some(actor.id), session, credential, detail }).await
     }
-}
-
-fn host_list(hosts: &[GitHost]) -> Vec<&str> {
-    hosts.iter().map(GitHost::as_str).collect()
 }
 
 #[cfg(test)]
