@@ -75,6 +75,16 @@ impl SessionRuntime for QuotaRuntime {
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }
+
+    // A wrapper forwards the provided methods too: their defaults may not be the inner
+    // runtime's answers (and `is_data_plane_address` guards header auth).
+    fn survives_restart(&self) -> bool {
+        self.inner.survives_restart()
+    }
+
+    fn is_data_plane_address(&self, ip: std::net::IpAddr) -> bool {
+        self.inner.is_data_plane_address(ip)
+    }
 }
 
 #[tokio::main]

@@ -88,62 +88,33 @@ impl SecretCipher for AesCipher {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Argon2Hasher;
 
-/// Runs CPU-heavy work (argon2 takes tens of milliseconds and 19 MiB by design) without
-/// stalling the other tasks of the async worker it is called on: on a multi-threaded tokio
-/// runtime the worker hands its other tasks over first (`block_in_place`); anywhere else it
-/// simply runs. At most one computation per CPU runs at a time, so a flood of sign-ins costs
-/// bounded memory; the others wait their turn.
-fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
-    let limited = || {
-        let _permit = Permit::acquire();
-        work()
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(limited)
-        }
-        _ => limited(),
-    }
-}
-
-/// One of the CPU-count permits of [`cpu_bound`]; given back when dropped.
-struct Permit;
-
-fn permits() -> &'static (std::sync::Mutex<usize>, std::sync::Condvar) {
-    static PERMITS: std::sync::OnceLock<(std::sync::Mutex<usize>, std::sync::Condvar)> = std::sync::OnceLock::new();
+/// At most one argon2 computation per CPU at a time (each takes tens of milliseconds and
+/// 19 MiB by design): a flood of sign-ins waits as parked tasks, not as threads, and costs
+/// bounded memory.
+fn argon2_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     PERMITS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        (std::sync::Mutex::new(cpus), std::sync::Condvar::new())
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
     })
 }
 
-impl Permit {
-    fn acquire() -> Self {
-        let (free, cv) = permits();
-        let mut n = free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *n == 0 {
-            n = cv.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *n -= 1;
-        Permit
-    }
+/// Runs argon2 work on the blocking pool once a permit is free, so the async workers keep
+/// serving other requests meanwhile.
+async fn cpu_bound<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _permit = argon2_permits().acquire().await.map_err(CoreError::internal)?;
+    tokio::task::spawn_blocking(work).await.map_err(CoreError::internal)
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let (free, cv) = permits();
-        *free.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
-        cv.notify_one();
-    }
-}
-
+#[async_trait::async_trait]
 impl PasswordHasher for Argon2Hasher {
-    fn hash(&self, password: &SecretString) -> Result<String> {
-        cpu_bound(|| Self::hash_now(password))
+    async fn hash(&self, password: &SecretString) -> Result<String> {
+        let password = password.clone();
+        cpu_bound(move || Self::hash_now(&password)).await?
     }
 
-    fn verify(&self, password: &SecretString, hash: &str) -> bool {
-        cpu_bound(|| Self::verify_now(password, hash))
+    async fn verify(&self, password: &SecretString, hash: &str) -> bool {
+        let (password, hash) = (password.clone(), hash.to_owned());
+        cpu_bound(move || Self::verify_now(&password, &hash)).await.unwrap_or(false)
     }
 }
 
@@ -247,13 +218,13 @@ mod tests {
         assert_eq!(new.encrypt(b"y").unwrap()[0], 2);
     }
 
-    #[test]
-    fn argon2id_verifies() {
-        let h = Argon2Hasher.hash(&SecretString::from("correct horse".to_owned())).unwrap();
+    #[tokio::test]
+    async fn argon2id_verifies() {
+        let h = Argon2Hasher.hash(&SecretString::from("correct horse".to_owned())).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(Argon2Hasher.verify(&SecretString::from("correct horse".to_owned()), &h));
-        assert!(!Argon2Hasher.verify(&SecretString::from("wrong".to_owned()), &h));
-        assert!(!Argon2Hasher.verify(&SecretString::from("x".to_owned()), "not a hash"));
+        assert!(Argon2Hasher.verify(&SecretString::from("correct horse".to_owned()), &h).await);
+        assert!(!Argon2Hasher.verify(&SecretString::from("wrong".to_owned()), &h).await);
+        assert!(!Argon2Hasher.verify(&SecretString::from("x".to_owned()), "not a hash").await);
     }
 
     #[test]

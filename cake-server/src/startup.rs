@@ -183,7 +183,18 @@ impl Application {
                 }
                 RuntimeKind::Kubernetes => {
                     let mut settings = kube_settings(&config)?;
-                    settings.broker_url = Some(broker_url.clone().unwrap_or_else(|| public_url.clone()));
+                    settings.broker_url = match (&broker_url, broker_addr) {
+                        (Some(url), _) => Some(url.clone()),
+                        (None, None) => Some(public_url.clone()),
+                        // The public URL does not serve the broker then; where the pods reach
+                        // the broker's listener only the operator knows.
+                        (None, Some(_)) => {
+                            return Err(StartupError::Config(
+                                "CAKE_BROKER_LISTEN is set: set CAKE_BROKER_URL to the URL session pods reach it at"
+                                    .into(),
+                            ));
+                        }
+                    };
                     let repo = Arc::new(PgSessionRepository::new(pool.clone()));
                     let kube = Arc::new(KubeRuntime::start(settings, repo).await.map_err(|e| match e {
                         KubeStartError::Config(m) => StartupError::Config(m),
@@ -641,6 +652,8 @@ pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str, scope: Scope
     let routed = if prefix.is_empty() { inner.boxed() } else { Route::new().nest(prefix, inner).boxed() };
     let broker_path = format!("{prefix}/api/broker/");
     routed
+        .around(move |ep, req| identity_resolve(identity_state.clone(), ep, req))
+        // Outside identity resolution: a route of the other listener costs nothing.
         .around(move |ep, req| {
             let in_scope = scope.serves(req.uri().path().starts_with(&broker_path));
             async move {
@@ -651,7 +664,6 @@ pub fn routes(state: Arc<AppState>, public_url: &str, prefix: &str, scope: Scope
                 }
             }
         })
-        .around(move |ep, req| identity_resolve(identity_state.clone(), ep, req))
         .data(state)
         .around(move |ep, req| {
             let metrics = metrics.clone();

@@ -39,6 +39,21 @@ const EVENT_BUFFER: usize = 1024;
 /// How long the watcher remembers a failed or deleted pod: long enough for anyone waiting
 /// on it (`wait_ready`, a late delete event) to learn it failed, not forever.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+/// How long a session pod's IP is remembered after it was last seen (a deleted pod's code runs
+/// on through its termination grace period).
+const POD_IP_MEMORY: Duration = Duration::from_secs(600);
+
+/// Every address of a pod (`status.podIPs`, else `status.podIP`).
+fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
+    let Some(status) = pod.status.as_ref() else { return Vec::new() };
+    let mut ips: Vec<std::net::IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
+    if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    ips
+}
 /// Reads and writes of a session's Secret before giving up when it keeps changing.
 const SECRET_ATTEMPTS: usize = 4;
 
@@ -86,8 +101,9 @@ struct Tracked {
     trouble: Option<(Instant, String)>,
     /// When the pod failed or was deleted (a tombstone, dropped after [`TOMBSTONE_TTL`]).
     ended_at: Option<Instant>,
-    /// The pod's IP once it has one: requests from it come from session code.
-    ip: Option<std::net::IpAddr>,
+    /// The pod's IPs (every address of a dual-stack pod) once it has them: requests from
+    /// them come from session code.
+    ips: Vec<std::net::IpAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,6 +198,8 @@ pub(crate) struct Inner {
     tracked: Mutex<HashMap<SessionId, Tracked>>,
     changed: watch::Sender<u64>,
     passwords: Mutex<HashMap<SessionId, SecretString>>,
+    /// Session pod IPs and when they were last seen (see [`Inner::is_pod_ip`]).
+    recent_ips: Mutex<HashMap<std::net::IpAddr, Instant>>,
     events: broadcast::Sender<RuntimeEvent>,
     /// Subscribed before the watcher and the reconciler start, so what they report before
     /// the service asks for [`SessionRuntime::events`] is kept for it.
@@ -209,6 +227,7 @@ impl Inner {
             tracked: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             passwords: Mutex::new(HashMap::new()),
+            recent_ips: Mutex::new(HashMap::new()),
             events,
             first_events: Mutex::new(Some(first)),
             http,
@@ -307,7 +326,13 @@ impl Inner {
     fn observe(&self, pod: &Pod) -> Option<SessionId> {
         let id = session_of(pod)?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok());
+        let ips = pod_ips(pod);
+        if !ips.is_empty() {
+            let mut recent = lock(&self.recent_ips);
+            for ip in &ips {
+                recent.insert(*ip, Instant::now());
+            }
+        }
         let version = resource_version(pod);
         let assessed = assess(pod);
         let now = Instant::now();
@@ -317,9 +342,9 @@ impl Inner {
             let previous = tracked.get_mut(&id).filter(|p| p.uid == uid);
             let mut trouble_since = None;
             let mut previous_view = None;
-            let mut previous_ip = None;
+            let mut previous_ips = Vec::new();
             if let Some(p) = previous {
-                previous_ip = p.ip;
+                previous_ips = p.ips.clone();
                 if let (Some(new), Some(old)) = (version, p.version)
                     && new < old
                 {
@@ -347,7 +372,8 @@ impl Inner {
             };
             let ended_at = matches!(view, PodView::Failed(_)).then_some(now);
             let news = (previous_view.as_ref() != Some(&view)).then(|| view.clone());
-            tracked.insert(id, Tracked { uid, version, view, trouble, ended_at, ip: ip.or(previous_ip) });
+            let ips = if ips.is_empty() { previous_ips } else { ips };
+            tracked.insert(id, Tracked { uid, version, view, trouble, ended_at, ips });
             news
         };
         if let Some(view) = news {
@@ -400,9 +426,14 @@ impl Inner {
         self.emit(RuntimeEvent::Failed { session_id: id, reason: reason.to_owned() });
     }
 
-    /// Whether `ip` is (or lately was) the address of one of this installation's session pods.
+    /// Whether `ip` is, or within [`POD_IP_MEMORY`] was, the address of one of this
+    /// installation's session pods (tracked pods in any state, and pods deleted or forgotten
+    /// lately: a deleted pod runs on through its grace period).
     fn is_pod_ip(&self, ip: std::net::IpAddr) -> bool {
-        lock(&self.tracked).values().any(|t| t.ip == Some(ip))
+        if lock(&self.tracked).values().any(|t| t.ips.contains(&ip)) {
+            return true;
+        }
+        lock(&self.recent_ips).get(&ip).is_some_and(|seen| seen.elapsed() < POD_IP_MEMORY)
     }
 
     /// The pods tracked as alive (not failed), by session, with their uids.
@@ -436,6 +467,7 @@ impl Inner {
             tracked.retain(|_, t| t.ended_at.is_none_or(|at| now.saturating_duration_since(at) < TOMBSTONE_TTL));
             lock(&self.passwords).retain(|id, _| tracked.get(id).is_some_and(|t| t.ended_at.is_none()));
         }
+        lock(&self.recent_ips).retain(|_, seen| now.saturating_duration_since(*seen) < POD_IP_MEMORY);
         for (id, reason) in failed {
             self.report(id, PodView::Failed(reason));
         }

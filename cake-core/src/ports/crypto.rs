@@ -12,13 +12,15 @@ pub trait SecretCipher: Send + Sync {
     fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>>;
 }
 
-/// Hashes passwords (argon2id).
+/// Hashes passwords (argon2id). Async: the work is CPU-heavy by design, and an adapter runs it
+/// off the async workers, a bounded number at a time.
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]
+#[async_trait::async_trait]
 pub trait PasswordHasher: Send + Sync {
     /// Hashes a password into a PHC string.
-    fn hash(&self, password: &SecretString) -> Result<String>;
+    async fn hash(&self, password: &SecretString) -> Result<String>;
     /// Checks a password against a PHC string.
-    fn verify(&self, password: &SecretString, hash: &str) -> bool;
+    async fn verify(&self, password: &SecretString, hash: &str) -> bool;
 }
 
 /// Makes and digests bearer secrets: browser-session tokens, API tokens, runtime passwords.

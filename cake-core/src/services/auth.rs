@@ -260,7 +260,7 @@ impl AuthService {
             return Err(CoreError::invalid("password", format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
         }
         let role = self.role_for(&email);
-        let hash = self.hasher.hash(&password)?;
+        let hash = self.hasher.hash(&password).await?;
         let user = self.users.create(NewUser { email, name, role, password_hash: Some(hash) }).await?;
         self.start_session(user).await
     }
@@ -284,7 +284,7 @@ impl AuthService {
             Some((user, Some(hash))) => (Some(user), hash),
             _ => (None, DUMMY_HASH.to_owned()),
         };
-        let ok = self.hasher.verify(&password, &hash);
+        let ok = self.hasher.verify(&password, &hash).await;
         match user {
             Some(user) if ok => {
                 self.per_account.reset(&account);

@@ -368,12 +368,22 @@ impl SessionService {
         id: SessionId,
         last_event_id: Option<u64>,
     ) -> Result<(Session, Subscription)> {
-        let session = self.authorize(actor, id, Action::View).await?;
+        policy::signed_in(actor)?;
+        // Subscribed before the session is read, so no change falls between the snapshot the
+        // observer gets first and the live frames; live status frames the snapshot already
+        // covers (as old or older) are skipped, so the observer never goes back in time.
+        // (A refused caller's subscription is dropped unread.)
         let mut sub = self.deps().hub.subscribe(id, last_event_id);
+        let session = self.authorize(actor, id, Action::View).await?;
         self.ensure_relay(&session);
         let actor = actor.copied();
+        let seen = session.version;
         // The stream ends for anyone who loses access while watching (made private).
-        sub.live = sub.live.take_while(move |f| futures::future::ready(still_visible(actor.as_ref(), f))).boxed();
+        sub.live = sub
+            .live
+            .filter(move |f| futures::future::ready(!matches!(&f.data, FrameData::Status(s) if s.version <= seen)))
+            .take_while(move |f| futures::future::ready(still_visible(actor.as_ref(), f)))
+            .boxed();
         Ok((session, sub))
     }
 

@@ -608,3 +608,33 @@ fn changes_from_elsewhere_reach_observers_here() {
     m.hub = hub;
     run(m.build(Collect::default()).refresh(SID));
 }
+
+#[test]
+fn an_observer_never_sees_a_state_older_than_its_snapshot() {
+    use crate::events::Frame;
+    let mut m = Mocks::new(true);
+    m.repo.expect_get().returning(|_| {
+        let mut s = session(Status::Provisioning, Visibility::Public);
+        s.version = 5;
+        Ok(Some(s))
+    });
+    // Published between the subscription and the read: v4 and v5 are already in the snapshot.
+    m.hub.expect_subscribe().returning(|_, _| {
+        let status = |v: i64| {
+            let mut s = session(Status::Provisioning, Visibility::Public);
+            s.version = v;
+            Frame { id: v as u64, data: FrameData::Status(Box::new(s)) }
+        };
+        let event = Frame { id: 7, data: FrameData::OpenCode(Arc::new(json!({"type": "x"}))) };
+        Subscription {
+            backlog: Vec::new(),
+            last_id: 0,
+            live: futures::stream::iter([status(4), status(5), event, status(6)]).boxed(),
+        }
+    });
+    let svc = m.build(Collect::default());
+    let (snapshot, sub) = run(svc.observe(Some(&actor(OTHER)), SID, None)).unwrap();
+    assert_eq!(snapshot.version, 5);
+    let ids: Vec<u64> = run(sub.live.map(|f| f.id).collect());
+    assert_eq!(ids, [7, 6], "only what is newer than the snapshot, in order");
+}
