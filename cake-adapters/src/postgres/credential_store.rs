@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use cake_core::credential::{
-    AuditEntry, BrokerGrant, CredentialId, CredentialKind, GitHost, LinkedCredential, NewAuditEntry, SealedCredential,
+    AuditAction, AuditEntry, BrokerGrant, CredentialId, CredentialKind, GitHost, LinkedCredential, NewAuditEntry,
+    SealedCredential,
 };
 use cake_core::ports::{AuditLog, CredentialStore};
 use cake_core::session::SessionId;
@@ -71,10 +72,11 @@ impl CredentialStore for PgCredentialStore {
         .map_err(db_err)?;
         sqlx::query!(
             r#"INSERT INTO audit_log (action, actor_id, credential_id, detail)
-               VALUES ('credential.linked', $1, $2, jsonb_build_object('hosts', $3::text[]))"#,
+               VALUES ($4, $1, $2, jsonb_build_object('hosts', $3::text[]))"#,
             owner.0,
             r.id,
-            &r.hosts
+            &r.hosts,
+            AuditAction::CredentialLinked.as_str()
         )
         .execute(&mut *tx)
         .await
@@ -110,9 +112,10 @@ impl CredentialStore for PgCredentialStore {
         let done = sqlx::query!(
             r#"WITH gone AS (DELETE FROM linked_credentials WHERE id = $1 AND owner_id = $2 RETURNING id)
                INSERT INTO audit_log (action, actor_id, credential_id)
-               SELECT 'credential.unlinked', $2, id FROM gone"#,
+               SELECT $3, $2, id FROM gone"#,
             id.0,
-            owner.0
+            owner.0,
+            AuditAction::CredentialUnlinked.as_str()
         )
         .execute(&self.pool)
         .await

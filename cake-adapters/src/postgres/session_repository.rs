@@ -123,10 +123,11 @@ impl SessionRepository for PgSessionRepository {
             .map_err(db_err)?;
         sqlx::query!(
             r#"INSERT INTO audit_log (action, actor_id, session_id, credential_id)
-               SELECT 'credential.granted', $1, $2, unnest($3::uuid[])"#,
+               SELECT $4, $1, $2, unnest($3::uuid[])"#,
             s.owner.0,
             s.id.0,
-            &grants
+            &grants,
+            cake_core::credential::AuditAction::CredentialGranted.as_str()
         )
         .execute(&mut *tx)
         .await
