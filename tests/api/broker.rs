@@ -150,6 +150,15 @@ async fn a_granted_github_token_reaches_git_in_the_owners_session_only() {
     let plain = bob.create_session(true, None).await["id"].as_str().unwrap().to_owned();
     bob.wait_status(&plain, "ready", BOOT).await;
 
+    // The owner sees what the session may use; nobody else does.
+    let (status, grants) = bob.get(&format!("/api/sessions/{granted}/credentials")).await;
+    assert_eq!(status, 200, "{grants}");
+    assert_eq!(grants.as_array().unwrap().iter().map(|c| c["id"].clone()).collect::<Vec<_>>(), [json!(credential)]);
+    assert!(!grants.to_string().contains(TOKEN));
+    assert_eq!(bob.get(&format!("/api/sessions/{plain}/credentials")).await.1, json!([]));
+    let (status, err) = admin.get(&format!("/api/sessions/{granted}/credentials")).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("session_not_found")), "a private session");
+
     // The agent in the granted session: git asks the helper, the helper asks the broker.
     let fill = "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
     let output = run_in_session(&bob, &granted, fill).await;

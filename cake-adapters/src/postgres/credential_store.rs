@@ -123,6 +123,19 @@ impl CredentialStore for PgCredentialStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn granted(&self, session: SessionId) -> Result<Vec<LinkedCredential>> {
+        let rows = sqlx::query!(
+            r#"SELECT c.id, c.owner_id, c.kind, c.hosts, c.created_at, c.updated_at
+               FROM session_credentials g JOIN linked_credentials c ON c.id = g.credential_id
+               WHERE g.session_id = $1 ORDER BY c.created_at, c.id"#,
+            session.0
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter().map(|r| linked(r.id, r.owner_id, &r.kind, r.hosts, r.created_at, r.updated_at)).collect()
+    }
+
     async fn grant_for_token(&self, digest: &[u8]) -> Result<Option<BrokerGrant>> {
         let Some(session) = sqlx::query!(
             r#"SELECT s.id, s.owner_id, s.status FROM session_broker_tokens t JOIN sessions s ON s.id = t.session_id

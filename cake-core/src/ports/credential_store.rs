@@ -33,6 +33,8 @@ pub trait CredentialStore: Send + Sync {
     /// Unlinks the owner's credential and records `credential.unlinked`, in one transaction;
     /// `false` (and no record) if the owner has no such credential.
     async fn delete(&self, owner: UserId, id: CredentialId) -> Result<bool>;
+    /// The credentials granted to a session and still linked, oldest first.
+    async fn granted(&self, session: crate::session::SessionId) -> Result<Vec<LinkedCredential>>;
     /// The session behind a broker-token digest and what it was granted, or `None` for a
     /// token that is unknown or was revoked (the session is gone).
     async fn grant_for_token(&self, digest: &[u8]) -> Result<Option<BrokerGrant>>;

@@ -145,6 +145,11 @@ impl CredentialService {
         Ok(PreparedGrants { credentials, token_digest })
     }
 
+    /// The credentials granted to a session and still linked (the caller checked access).
+    pub async fn granted(&self, session: SessionId) -> Result<Vec<LinkedCredential>> {
+        self.deps.store.granted(session).await
+    }
+
     /// The broker token a session's runtime gets, if the session was granted credentials.
     /// Derived, not stored: every replica hands the same token to a restarted runtime; its
     /// digest is stored again at each start, so a rotated installation secret gives running

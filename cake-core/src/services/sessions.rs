@@ -188,6 +188,17 @@ impl SessionService {
         self.authorize(actor, id, Action::View).await
     }
 
+    /// The credentials the session was granted and that are still linked (owner only: which
+    /// of their accounts a session may use is the owner's business).
+    pub async fn credentials(
+        &self,
+        actor: Option<&Actor>,
+        id: SessionId,
+    ) -> Result<Vec<crate::credential::LinkedCredential>> {
+        self.authorize(actor, id, Action::Write).await?;
+        self.deps().credentials.granted(id).await
+    }
+
     /// Changes title and/or visibility (owner only).
     pub async fn update(
         &self,

@@ -134,6 +134,21 @@ impl SessionsApi {
         Ok(Json((&s).into()))
     }
 
+    /// The credentials granted to a session and still linked (owner only).
+    ///
+    /// Errors: `unauthenticated` (401), `not_owner` (403) on someone else's public session,
+    /// `session_not_found` (404).
+    #[oai(path = "/:id/credentials", method = "get", operation_id = "list_session_credentials")]
+    async fn list_session_credentials(
+        &self,
+        state: Data<&Arc<AppState>>,
+        identity: Data<&Identity>,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Vec<super::dto::CredentialDto>>> {
+        let list = state.sessions.credentials(identity.actor().as_ref(), SessionId(id.0)).await?;
+        Ok(Json(list.into_iter().map(Into::into).collect()))
+    }
+
     /// Change a session's title and/or visibility (owner only).
     ///
     /// Errors: 401, 404 `session_not_found`, 403 `not_owner`, 400 `invalid_input`,
