@@ -168,6 +168,18 @@ async fn next_event<T>(
     found.ok().flatten().expect("the expected runtime event")
 }
 
+/// A runtime named `replica-a` on the fake API server, with its session store.
+async fn start_replica_a(fake: &FakeKube) -> (Sessions, KubeRuntime) {
+    let sessions = Sessions::default();
+    let rt = KubeRuntime::start(settings(fake, "replica-a"), Arc::new(sessions.clone())).await.unwrap();
+    (sessions, rt)
+}
+
+/// Whether `events` hold a failure of `id`.
+fn failed(events: &[RuntimeEvent], id: SessionId) -> bool {
+    events.iter().any(|e| matches!(e, RuntimeEvent::Failed { session_id, .. } if *session_id == id))
+}
+
 fn failed_of(id: SessionId) -> impl FnMut(RuntimeEvent) -> Option<String> {
     move |e| match e {
         RuntimeEvent::Failed { session_id, reason } if session_id == id => Some(reason),
@@ -593,18 +605,14 @@ async fn a_pod_held_up_by_what_usually_heals_shows_progress_then_fails_after_the
     tokio::time::sleep(Duration::from_millis(500)).await;
     fake.set_pod_status(NS, &object_name(id), ready_status("127.0.0.9"));
     let later = collect(&mut events, Duration::from_secs(2)).await;
-    assert!(
-        !later.iter().any(|e| matches!(e, RuntimeEvent::Failed { session_id, .. } if *session_id == id)),
-        "{later:?}"
-    );
+    assert!(!failed(&later, id), "{later:?}");
     rt.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_pod_deleted_from_outside_fails_its_session() {
     let fake = FakeKube::start().await;
-    let sessions = Sessions::default();
-    let rt = KubeRuntime::start(settings(&fake, "replica-a"), Arc::new(sessions.clone())).await.unwrap();
+    let (sessions, rt) = start_replica_a(&fake).await;
     let mut events = rt.events();
     let id = sessions.add(Status::Provisioning);
     rt.provision(spec(id, "pw")).await.unwrap();
@@ -613,18 +621,14 @@ async fn a_pod_deleted_from_outside_fails_its_session() {
     assert_eq!(next_event(&mut events, failed_of(id)).await, DELETED);
     // Reported once, though the watch shows the pod terminating and then gone.
     let again = collect(&mut events, Duration::from_millis(800)).await;
-    assert!(
-        !again.iter().any(|e| matches!(e, RuntimeEvent::Failed { session_id, .. } if *session_id == id)),
-        "{again:?}"
-    );
+    assert!(!failed(&again, id), "{again:?}");
     rt.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_410_gone_on_the_watch_relists_and_notices_pods_deleted_meanwhile() {
     let fake = FakeKube::start().await;
-    let sessions = Sessions::default();
-    let rt = KubeRuntime::start(settings(&fake, "replica-a"), Arc::new(sessions.clone())).await.unwrap();
+    let (sessions, rt) = start_replica_a(&fake).await;
     let mut events = rt.events();
     let id = sessions.add(Status::Provisioning);
     rt.provision(spec(id, "pw")).await.unwrap();
@@ -670,8 +674,7 @@ async fn a_410_gone_on_the_watch_relists_and_notices_pods_deleted_meanwhile() {
 #[tokio::test]
 async fn conflicts_and_server_errors_are_retried_and_teardown_deletes_pod_and_secret() {
     let fake = FakeKube::start().await;
-    let sessions = Sessions::default();
-    let rt = KubeRuntime::start(settings(&fake, "replica-a"), Arc::new(sessions.clone())).await.unwrap();
+    let (sessions, rt) = start_replica_a(&fake).await;
     let id = sessions.add(Status::Provisioning);
     let name = object_name(id);
     fake.fail_next("PATCH", &format!("/pods/{name}"), 409);
